@@ -1,0 +1,172 @@
+"""Wiring: the M-LLM3Rec state machine.
+
+```
+START -> prepare --Send--> mope ---------\\
+                 \\--Send--> mote (x misses) --> collect_traits --Send--> mar (x chunks) --> rank -> END
+```
+
+`prepare` validates the request, fixes the seeded display order and reads the
+trait cache; only uncached items with text are sent to MOTE. MOPE and the MOTE
+tasks run in the same superstep, so `collect_traits` runs once both are done.
+"""
+
+import random
+from functools import partial
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Send
+
+from m3rec_graph.cache import SqliteTraitCache, TraitCache, trait_cache_key
+from m3rec_graph.context import M3RecContext
+from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_alignment
+from m3rec_graph.models import ChatModelFactory, openai_chat_model
+from m3rec_graph.prompts import load_prompt
+from m3rec_graph.request import parse_request
+from m3rec_graph.routing import get_context
+from m3rec_graph.schemas import RankedItem
+from m3rec_graph.stages.mar import build_mar_graph
+from m3rec_graph.stages.mope import build_mope_graph
+from m3rec_graph.stages.mote import build_mote_graph
+from m3rec_graph.state import (
+    Degradation,
+    MarCandidate,
+    MarTask,
+    MopeTask,
+    MoteTask,
+    RecInput,
+    RecOutput,
+    State,
+)
+from m3rec_graph.usage import usage_report
+
+M3RecGraph = CompiledStateGraph[State, M3RecContext, RecInput, RecOutput]
+
+
+def shown_order(item_ids: list[str], user_id: str, seed: int) -> list[str]:
+    """Return the seeded shuffle of `item_ids` every model sees (it also breaks score ties)."""
+    order = list(item_ids)
+    random.Random(f"{seed}:{user_id}").shuffle(order)
+    return order
+
+
+async def prepare(
+    state: State, runtime: Runtime[M3RecContext], *, trait_cache: TraitCache
+) -> Command[Literal["mope", "mote", "collect_traits"]]:
+    """Validate the request, read cached traits, and fan out MOPE plus MOTE for the misses."""
+    request = parse_request({key: state[key] for key in RecInput.__annotations__ if key in state})
+    ctx = get_context(runtime)
+    mote_model = ctx.model_for("mote").name
+    mote_version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version
+
+    traits = {}
+    degraded: list[Degradation] = []
+    keys = {}
+    for item in request.candidates:
+        if item.has_text():
+            keys[item.item_id] = trait_cache_key(item, mote_model, mote_version)
+        else:
+            traits[item.item_id] = neutral_traits("item has no text")
+            degraded.append({"stage": "mote", "item_id": item.item_id, "reason": "item has no text"})
+    cached = trait_cache.get_many(keys.values())
+    sends: list[Send] = []
+    for item in request.candidates:
+        key = keys.get(item.item_id)
+        if key is None:
+            continue
+        if key in cached:
+            traits[item.item_id] = cached[key]
+        else:
+            sends.append(Send("mote", MoteTask(item=item, cache_key=key)))
+
+    update: dict[str, Any] = {
+        "request": request,
+        "shown_order": shown_order([c.item_id for c in request.candidates], request.user_id, ctx.seed),
+        "traits": traits,
+        "degraded": degraded,
+    }
+    if request.history:
+        sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=request.history)))
+    else:
+        update["profile"] = fallback_profile([])
+        update["degraded"] = [*degraded, {"stage": "mope", "item_id": None, "reason": "empty history"}]
+    return Command(update=update, goto=sends or "collect_traits")
+
+
+async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["mar"]]:
+    """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate)."""
+    ctx = get_context(runtime)
+    items = {item.item_id: item for item in state["request"].candidates}
+    candidates = [
+        MarCandidate(item=items[i], traits=state["traits"][i]) for i in state["shown_order"]
+    ]
+    size = 1 if ctx.mar_mode == "pointwise" else max(1, ctx.mar_chunk_size)
+    tasks = [
+        MarTask(profile=state["profile"], candidates=candidates[i : i + size], mode=ctx.mar_mode)
+        for i in range(0, len(candidates), size)
+    ]
+    return Command(goto=[Send("mar", task) for task in tasks])
+
+
+async def rank(state: State) -> dict[str, Any]:
+    """Order candidates by alignment (ties by the shown order) and assemble the output."""
+    request = state["request"]
+    position = {item_id: n for n, item_id in enumerate(state["shown_order"])}
+    scores = dict(state.get("scores", {}))
+    for item_id in state["shown_order"]:
+        if item_id not in scores:  # a MAR task that never reported: defensive, not expected
+            scores[item_id] = overlap_alignment(item_id, state["profile"], state["traits"][item_id])
+    ordered = sorted(scores.values(), key=lambda s: (-s.score, position[s.item_id]))
+    top = ordered[: request.k] if request.k else ordered
+    ranking = [RankedItem(**s.model_dump(), rank=n) for n, s in enumerate(top, start=1)]
+    return {
+        "user_id": request.user_id,
+        "ranking": ranking,
+        "usage": usage_report(state.get("usage_log", [])),
+    }
+
+
+def build_graph(
+    *,
+    chat_models: ChatModelFactory = openai_chat_model,
+    trait_cache: TraitCache | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+) -> M3RecGraph:
+    """Compile the recommender graph.
+
+    Args:
+        chat_models: Builds the chat model for each stage's `ModelSpec`
+            (default: a cached `ChatOpenAI`). Inject fakes or shared clients here.
+        trait_cache: Where MOTE traits persist (default: a SQLite file in the
+            per-user cache directory, opened on first use).
+        checkpointer: Only for standalone durable runs; hosts and the LangGraph
+            server supply their own.
+    """
+    cache = trait_cache if trait_cache is not None else SqliteTraitCache()
+    builder = StateGraph(
+        State, context_schema=M3RecContext, input_schema=RecInput, output_schema=RecOutput
+    )
+    # `destinations` draws the Command edges: partial() hides the return annotation.
+    builder.add_node(
+        "prepare",
+        partial(prepare, trait_cache=cache),
+        destinations=("mope", "mote", "collect_traits"),
+    )
+    builder.add_node("mope", build_mope_graph(chat_models))
+    builder.add_node("mote", build_mote_graph(chat_models, cache))
+    builder.add_node("collect_traits", collect_traits, destinations=("mar",))
+    builder.add_node("mar", build_mar_graph(chat_models))
+    builder.add_node("rank", rank)
+    builder.add_edge(START, "prepare")
+    builder.add_edge("mope", "collect_traits")
+    builder.add_edge("mote", "collect_traits")
+    builder.add_edge("mar", "rank")
+    builder.add_edge("rank", END)
+    return builder.compile(checkpointer=checkpointer, name="m3rec")
+
+
+graph = build_graph()
+"""Module-level graph for `langgraph.json`, LangGraph Studio and quick use."""

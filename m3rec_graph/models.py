@@ -1,0 +1,120 @@
+"""Chat models: the injectable factory, and structured calls that return instead of raising.
+
+Every model is a `ChatOpenAI`, the same code path for OpenAI and for the local
+server. Tests and hosts inject their own factory into `build_graph`.
+"""
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import openai
+from langchain_core.exceptions import ModelRefusalError, OutputParserException
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, ValidationError
+
+from m3rec_graph.context import ModelSpec, StructuredMethod
+
+
+class ChatModelFactory(Protocol):
+    """Builds the chat model for a `ModelSpec` (inject one to share clients or use fakes)."""
+
+    def __call__(self, spec: ModelSpec) -> BaseChatModel:
+        """Return the chat model for `spec`."""
+
+
+@functools.cache
+def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
+    """Return a cached `ChatOpenAI` for `spec` (one HTTP client per distinct spec)."""
+    kwargs: dict[str, Any] = {
+        "model": spec.name,
+        "temperature": spec.temperature,
+        "max_tokens": spec.max_tokens,
+        "timeout": spec.timeout_s,
+        "max_retries": spec.max_retries,
+    }
+    if spec.base_url:
+        kwargs["base_url"] = spec.base_url
+    if spec.api_key:
+        kwargs["api_key"] = spec.api_key
+    if spec.tokenizer_model:
+        kwargs["tiktoken_model_name"] = spec.tokenizer_model
+    return ChatOpenAI(**kwargs)
+
+
+@dataclass(frozen=True)
+class StructuredAnswer:
+    """The outcome of one structured call: a parsed answer, or why there is none."""
+
+    parsed: BaseModel | None
+    error: str | None
+    raw: AIMessage | None
+    cut_off: bool = False
+    """The answer hit the token limit (its output tokens are the whole budget)."""
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 4) -> str:
+    """Summarise a pydantic error as `path: message` items a model can act on."""
+    items = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "answer"
+        items.append(f"{where}: {err['msg']}")
+    more = f"; and {exc.error_count() - limit} more" if exc.error_count() > limit else ""
+    return "; ".join(items) + more
+
+
+def _describe_parsing_error(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return describe_validation_error(exc)
+    if isinstance(exc, OutputParserException):
+        cause = exc.__cause__
+        if isinstance(cause, ValidationError):
+            return describe_validation_error(cause)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"the answer is not valid JSON for the schema ({text[:200]})"
+
+
+async def ainvoke_structured(
+    model: BaseChatModel,
+    schema: type[BaseModel],
+    messages: Sequence[BaseMessage],
+    *,
+    method: StructuredMethod,
+    config: RunnableConfig,
+) -> StructuredAnswer:
+    """Ask `model` for a `schema` answer; a bad answer comes back as an error string, not an exception.
+
+    The model gets the schema's JSON schema (so a constrained decoder can
+    enforce it) and the answer is validated here with pydantic, which keeps the
+    provider's raw message, and so its token usage, even when validation fails.
+    Provider errors (rate limits, 5xx, timeouts, auth) still raise: the graph's
+    retry policy and error handlers own those.
+    """
+    json_schema = schema.model_json_schema()
+    runnable = model.with_structured_output(json_schema, method=method, include_raw=True)
+    try:
+        out = await runnable.ainvoke(list(messages), config=config)
+    except openai.LengthFinishReasonError:
+        return StructuredAnswer(
+            None, "the answer was cut off at the token limit; answer more concisely", None, cut_off=True
+        )
+    except ModelRefusalError as exc:
+        return StructuredAnswer(None, f"the model refused: {str(exc)[:200]}", None)
+    except OutputParserException as exc:
+        return StructuredAnswer(None, _describe_parsing_error(exc), None)
+    raw = out.get("raw") if isinstance(out, dict) else None
+    raw_message = raw if isinstance(raw, AIMessage) else None
+    error = out.get("parsing_error") if isinstance(out, dict) else None
+    if error is not None:
+        return StructuredAnswer(None, _describe_parsing_error(error), raw_message)
+    parsed = out.get("parsed") if isinstance(out, dict) else None
+    if parsed is None:
+        return StructuredAnswer(None, "the answer was empty", raw_message)
+    try:
+        return StructuredAnswer(schema.model_validate(parsed), None, raw_message)
+    except ValidationError as exc:
+        return StructuredAnswer(None, describe_validation_error(exc), raw_message)

@@ -1,0 +1,131 @@
+"""Model routing: named presets, per-stage overrides, and the default when no key is set.
+
+This module is the only place that decides which model serves which stage.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+
+from langgraph.runtime import Runtime
+
+from m3rec_graph.context import STAGES, M3RecContext, ModelSpec, Stage
+from m3rec_graph.errors import ConfigurationError
+from m3rec_graph.local.server import local_base_url
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+
+# Output budgets per stage: a profile is ~7 short entries + a summary, traits are
+# a handful of phrases, a listwise MAR answer is one short line per candidate.
+_MAX_TOKENS: dict[Stage, int] = {"mope": 700, "mote": 300, "mar": 1500}
+
+
+def openai_model(name: str, stage: Stage) -> ModelSpec:
+    """Return the spec of an OpenAI model serving `stage`."""
+    return ModelSpec(name=name, max_tokens=_MAX_TOKENS[stage])
+
+
+def local_model(stage: Stage) -> ModelSpec:
+    """Return the spec of the offline default model served on 127.0.0.1."""
+    return ModelSpec(
+        name=LOCAL_MODEL_NAME,
+        max_tokens=_MAX_TOKENS[stage],
+        base_url=local_base_url(),
+        api_key="local-server-needs-no-key",
+        # Requests queue behind the server's few slots while a MOTE fan-out runs.
+        timeout_s=600.0,
+        max_retries=1,
+        tokenizer_model="gpt-4o",
+    )
+
+
+def _all(name: str) -> dict[Stage, ModelSpec]:
+    return {stage: openai_model(name, stage) for stage in STAGES}
+
+
+PRESETS: dict[str, dict[Stage, ModelSpec]] = {
+    # The paper's hybrid: cheap encoders (MOPE, MOTE), strong aligner (MAR).
+    "hybrid": {
+        "mope": openai_model("gpt-3.5-turbo", "mope"),
+        "mote": openai_model("gpt-3.5-turbo", "mote"),
+        "mar": openai_model("gpt-4o", "mar"),
+    },
+    "gpt-4o": _all("gpt-4o"),
+    "gpt-3.5": _all("gpt-3.5-turbo"),
+    "gpt-4o-mini": _all("gpt-4o-mini"),
+    "local": {stage: local_model(stage) for stage in STAGES},
+}
+"""Routing presets by name. `local` is the offline default."""
+
+
+def default_preset() -> str:
+    """Return `hybrid` when an OpenAI key is configured, else the offline `local` preset."""
+    return "hybrid" if os.environ.get("OPENAI_API_KEY") else "local"
+
+
+def parse_overrides(pairs: list[str]) -> dict[Stage, str]:
+    """Parse `STAGE=MODEL` strings such as `mar=gpt-4o-mini`."""
+    overrides: dict[Stage, str] = {}
+    for pair in pairs:
+        stage, sep, model = pair.partition("=")
+        stage = stage.strip().lower()
+        if not sep or not model.strip() or stage not in STAGES:
+            raise ConfigurationError(
+                f"bad model override {pair!r}: expected STAGE=MODEL with STAGE one of {', '.join(STAGES)}"
+            )
+        overrides[stage] = model.strip()  # type: ignore[index]  # narrowed by the check above
+    return overrides
+
+
+def _spec_for_name(name: str, stage: Stage) -> ModelSpec:
+    if name in ("local", LOCAL_MODEL_NAME):
+        return local_model(stage)
+    return openai_model(name, stage)
+
+
+def context_for(
+    preset: str | None = None,
+    overrides: Mapping[Stage, str] | None = None,
+    **settings: object,
+) -> M3RecContext:
+    """Build a run context from a preset name (default: `default_preset()`) and overrides.
+
+    Args:
+        preset: A key of `PRESETS`.
+        overrides: Stage -> model name, e.g. `{"mar": "gpt-4o-mini"}`.
+        **settings: Other `M3RecContext` fields (`mar_mode`, `seed`, ...).
+    """
+    name = preset or default_preset()
+    if name not in PRESETS:
+        raise ConfigurationError(f"unknown routing preset {name!r}; choose one of {', '.join(PRESETS)}")
+    specs = dict(PRESETS[name])
+    for stage, model in (overrides or {}).items():
+        specs[stage] = _spec_for_name(model, stage)
+    routing = name if not overrides else f"{name}+" + ",".join(f"{s}={m}" for s, m in overrides.items())
+    ctx = M3RecContext(
+        mope_model=specs["mope"], mote_model=specs["mote"], mar_model=specs["mar"], routing=routing
+    )
+    try:
+        return replace(ctx, **settings)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigurationError(f"bad context setting: {exc}") from exc
+
+
+def default_context() -> M3RecContext:
+    """Return the context used when a caller passes none."""
+    return context_for()
+
+
+def get_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
+    """Return the run's context, or the default routing when none (or a host's) was passed.
+
+    A compiled graph embedded as a node in a host graph receives the host's
+    context object, so anything that is not an `M3RecContext` is ignored.
+    """
+    ctx = runtime.context
+    return ctx if isinstance(ctx, M3RecContext) else default_context()
+
+
+def uses_local_server(ctx: M3RecContext) -> bool:
+    """Return whether any stage of `ctx` is served by the local model server."""
+    return any(ctx.model_for(stage).base_url == local_base_url() for stage in STAGES)

@@ -1,0 +1,138 @@
+"""MAR: score how well each candidate's traits align with the profile."""
+
+import json
+from collections import Counter
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel
+
+from m3rec_graph.context import M3RecContext
+from m3rec_graph.fallbacks import overlap_alignment
+from m3rec_graph.models import ChatModelFactory
+from m3rec_graph.prompts import PromptName
+from m3rec_graph.render import candidate_line, profile_block
+from m3rec_graph.schemas import AlignmentScore, Judgement, PointwiseScore, listwise_answer_schema
+from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
+from m3rec_graph.state import MarOutput, MarState, MarTask
+
+
+def check_covers_exactly(expected: list[str], answered: list[str]) -> str | None:
+    """Return why `answered` is not exactly the ids in `expected` (unknown, duplicate, missing)."""
+    allowed = set(expected)
+    unknown = [i for i in answered if i not in allowed]
+    if unknown:
+        return f"unknown item_id {unknown[0]!r}: score only the given candidates"
+    duplicates = [i for i, n in Counter(answered).items() if n > 1]
+    if duplicates:
+        return f"item_id {duplicates[0]!r} is scored more than once: score each candidate exactly once"
+    missing = [i for i in expected if i not in set(answered)]
+    if missing:
+        return f"item_id {missing[0]!r} is missing ({len(missing)} missing): score every candidate"
+    return None
+
+
+def answered_ids(raw_text: str) -> list[str] | None:
+    """Return the keys of `scores` in a raw listwise answer, duplicates kept (None if unreadable)."""
+    found: list[list[str]] = []
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if any(key == "scores" for key, _ in pairs):
+            value = next(v for k, v in pairs if k == "scores")
+            if isinstance(value, _Keys):
+                found.append(value.keys_in_order)
+        return _Keys(pairs)
+
+    try:
+        json.loads(raw_text, object_pairs_hook=keep_pairs)
+    except ValueError:
+        return None
+    return found[0] if found else None
+
+
+class _Keys(dict[str, Any]):
+    """A JSON object that remembers its keys in order, repeats included."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.keys_in_order = [key for key, _ in pairs]
+
+
+def _alignment(item_id: str, judgement: Judgement) -> AlignmentScore:
+    return AlignmentScore(
+        item_id=item_id,
+        score=judgement.score / 10,
+        matched_motivations=list(dict.fromkeys(judgement.matched)),
+        rationale=judgement.rationale.strip(),
+        source="llm",
+    )
+
+
+class MarStage(StageDefinition):
+    """Score a chunk (listwise) or a single candidate (pointwise) against the profile."""
+
+    stage = "mar"
+
+    def prompt_name(self, state: MarState) -> PromptName:
+        """Pick the listwise or pointwise prompt."""
+        return "mar_pointwise" if state["mode"] == "pointwise" else "mar_listwise"
+
+    def _ids(self, state: MarState) -> list[str]:
+        return [c["item"].item_id for c in state["candidates"]]
+
+    def variables(self, state: MarState) -> dict[str, Any]:
+        """Render the profile and the candidates (in the shown, shuffled order)."""
+        lines = [candidate_line(c["item"], c["traits"]) for c in state["candidates"]]
+        if state["mode"] == "pointwise":
+            return {"profile": profile_block(state["profile"]), "candidate": lines[0]}
+        return {
+            "profile": profile_block(state["profile"]),
+            "candidates": "\n".join(lines),
+            "count": len(lines),
+        }
+
+    def answer_schema(self, state: MarState) -> type[BaseModel]:
+        """Ask for a score keyed by every candidate id of the chunk (or one score, pointwise)."""
+        if state["mode"] == "pointwise":
+            return PointwiseScore
+        return listwise_answer_schema(self._ids(state))
+
+    def check(self, state: MarState, answer: BaseModel, raw_text: str) -> str | None:
+        """Reject a listwise answer that repeats an id (the schema already rejects unknown/missing)."""
+        if state["mode"] == "pointwise":
+            return None
+        ids = answered_ids(raw_text)
+        return check_covers_exactly(self._ids(state), ids) if ids is not None else None
+
+    def accept(self, state: MarState, answer: BaseModel, ctx: M3RecContext) -> dict[str, Any]:
+        """Normalise the scores to [0, 1]."""
+        if isinstance(answer, Judgement):
+            item_id = self._ids(state)[0]
+            return {"scores": {item_id: _alignment(item_id, answer)}}
+        by_id: dict[str, Any] = answer.model_dump(by_alias=True)["scores"]
+        return {
+            "scores": {
+                item_id: _alignment(item_id, Judgement.model_validate(j)) for item_id, j in by_id.items()
+            }
+        }
+
+    def fallback(self, state: MarState, reason: str) -> dict[str, Any]:
+        """Rank this chunk by weighted dimension overlap and flag it."""
+        return {
+            "scores": {
+                c["item"].item_id: overlap_alignment(c["item"].item_id, state["profile"], c["traits"])
+                for c in state["candidates"]
+            },
+            "degraded": [{"stage": "mar", "item_id": None, "reason": reason}],
+        }
+
+
+def build_mar_graph(chat_models: ChatModelFactory) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
+    """Compile the MAR subgraph (the target of `Send("mar", MarTask)`)."""
+    return build_stage_graph(
+        MarStage(),
+        state_schema=MarState,
+        input_schema=MarTask,
+        output_schema=MarOutput,
+        chat_models=chat_models,
+    )

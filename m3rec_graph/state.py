@@ -1,0 +1,161 @@
+"""Graph state: the public input/output contract, the private working state, and stage tasks."""
+
+import operator
+from typing import Annotated, Any, Literal, NotRequired
+
+from typing_extensions import TypedDict
+
+from m3rec_graph.context import Stage
+from m3rec_graph.request import RecommendationRequest
+from m3rec_graph.schemas import AlignmentScore, Item, ItemTraits, MotivationProfile, RankedItem
+from m3rec_graph.usage import CallUsage, UsageReport
+
+
+def merge_dicts(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    """Reducer for fan-in channels keyed by item id (parallel tasks write disjoint keys)."""
+    return {**left, **right}
+
+
+class ItemDict(TypedDict, total=False):
+    """An item as a caller passes it: `item_id` plus any text fields."""
+
+    item_id: str
+    title: str | None
+    description: str | None
+    brand: str | None
+    categories: list[str]
+    review: str | None
+
+
+class RecInput(TypedDict):
+    """What a caller passes in."""
+
+    user_id: str
+    history: list[ItemDict]
+    """The user's interactions, oldest first."""
+    candidates: list[ItemDict]
+    """The items to rank."""
+    k: NotRequired[int | None]
+    """Return only the top `k` (default: all candidates)."""
+
+
+class Degradation(TypedDict):
+    """Something that did not come from a valid LLM answer, and why."""
+
+    stage: Stage
+    item_id: str | None
+    reason: str
+
+
+class RecOutput(TypedDict):
+    """What a caller gets back."""
+
+    user_id: str
+    ranking: list[RankedItem]
+    """Candidates ranked by motivational alignment, best first, each with score and rationale."""
+    profile: MotivationProfile
+    usage: UsageReport
+    """Tokens and cost per stage and in total."""
+    degraded: list[Degradation]
+    """Empty when every stage answered validly."""
+
+
+class State(TypedDict, total=False):
+    """Working state of the parent graph (private keys never reach `RecOutput`)."""
+
+    user_id: str
+    history: list[ItemDict]
+    candidates: list[ItemDict]
+    k: int | None
+    request: RecommendationRequest
+    shown_order: list[str]
+    """Candidate ids in the seeded shuffled order every model sees (and ties break by)."""
+    profile: MotivationProfile
+    traits: Annotated[dict[str, ItemTraits], merge_dicts]
+    scores: Annotated[dict[str, AlignmentScore], merge_dicts]
+    usage_log: Annotated[list[CallUsage], operator.add]
+    degraded: Annotated[list[Degradation], operator.add]
+    ranking: list[RankedItem]
+    usage: UsageReport
+
+
+class LoopState(TypedDict, total=False):
+    """Keys every stage subgraph's re-ask loop shares."""
+
+    feedback: Annotated[list[str], operator.add]
+    """Validation errors fed back on re-ask; its length is the number of failed attempts."""
+    outcome: Literal["accepted", "retry", "exhausted"]
+    usage_log: Annotated[list[CallUsage], operator.add]
+    degraded: Annotated[list[Degradation], operator.add]
+
+
+class MopeTask(TypedDict):
+    """Payload of `Send("mope", ...)`."""
+
+    user_id: str
+    history: list[Item]
+
+
+class MoteTask(TypedDict):
+    """Payload of one `Send("mote", ...)`: one candidate whose traits are not cached."""
+
+    item: Item
+    cache_key: str
+    """Item id + text hash + model + prompt version: where the traits are stored."""
+
+
+class MarCandidate(TypedDict):
+    """A candidate as MAR sees it."""
+
+    item: Item
+    traits: ItemTraits
+
+
+class MarTask(TypedDict):
+    """Payload of one `Send("mar", ...)`: a listwise chunk, or one candidate in pointwise mode."""
+
+    profile: MotivationProfile
+    candidates: list[MarCandidate]
+    mode: Literal["listwise", "pointwise"]
+
+
+class MopeState(MopeTask, LoopState, total=False):
+    """MOPE subgraph state."""
+
+    profile: MotivationProfile
+
+
+class MoteState(MoteTask, LoopState, total=False):
+    """MOTE subgraph state."""
+
+    traits: dict[str, ItemTraits]
+
+
+class MarState(MarTask, LoopState, total=False):
+    """MAR subgraph state."""
+
+    scores: dict[str, AlignmentScore]
+
+
+class MopeOutput(TypedDict):
+    """What MOPE writes back to the parent."""
+
+    profile: MotivationProfile
+    usage_log: list[CallUsage]
+    degraded: list[Degradation]
+
+
+class MoteOutput(TypedDict):
+    """What one MOTE task writes back to the parent."""
+
+    traits: dict[str, ItemTraits]
+    usage_log: list[CallUsage]
+    degraded: list[Degradation]
+
+
+class MarOutput(TypedDict):
+    """What one MAR task writes back to the parent."""
+
+    scores: dict[str, AlignmentScore]
+    usage_log: list[CallUsage]
+    degraded: list[Degradation]
