@@ -1,8 +1,8 @@
-"""Wiring: the M-LLM3Rec state machine.
+r"""Wiring: the M-LLM3Rec state machine.
 
 ```
-START -> prepare --Send--> mope ---------\\
-                 \\--Send--> mote (x misses) --> collect_traits --Send--> mar (x chunks) --> rank -> END
+START -> prepare --Send--> mope ---------\
+                 \--Send--> mote (x misses) --> collect_traits --Send--> mar (x chunks) --> rank -> END
 ```
 
 `prepare` validates the request, fixes the seeded display order and reads the
@@ -57,7 +57,7 @@ async def prepare(
     state: State, runtime: Runtime[M3RecContext], *, trait_cache: TraitCache
 ) -> Command[Literal["mope", "mote", "collect_traits"]]:
     """Validate the request, read cached traits, and fan out MOPE plus MOTE for the misses."""
-    request = parse_request({key: state[key] for key in RecInput.__annotations__ if key in state})
+    request = parse_request({key: value for key, value in state.items() if key in RecInput.__annotations__})
     ctx = get_context(runtime)
     mote_model = ctx.model_for("mote").name
     mote_version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version

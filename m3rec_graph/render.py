@@ -9,7 +9,13 @@ import hashlib
 import json
 import re
 
-from m3rec_graph.schemas import DIMENSION_DESCRIPTIONS, Dimension, Item, ItemTraits, MotivationProfile
+from m3rec_graph.schemas import (
+    DIMENSION_DESCRIPTIONS,
+    Dimension,
+    Item,
+    ItemTraits,
+    MotivationProfile,
+)
 
 FIELD_LIMITS = {"title": 200, "brand": 60, "description": 600, "review": 400}
 """Characters kept per text field; longer text is cut with an ellipsis."""

@@ -73,7 +73,7 @@ def parse_overrides(pairs: list[str]) -> dict[Stage, str]:
             raise ConfigurationError(
                 f"bad model override {pair!r}: expected STAGE=MODEL with STAGE one of {', '.join(STAGES)}"
             )
-        overrides[stage] = model.strip()  # type: ignore[index]  # narrowed by the check above
+        overrides[stage] = model.strip()
     return overrides
 
 

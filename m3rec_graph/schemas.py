@@ -227,7 +227,7 @@ def profile_answer_schema(history_ids: list[str]) -> type[BaseModel]:
         "ProfileDimension",
         __config__=ConfigDict(extra="forbid"),
         strength=(int, _level("0 = irrelevant to this shopper, 10 = dominant")),
-        evidence=(list[_ids_literal(history_ids)], Field(max_length=5)),  # type: ignore[misc]
+        evidence=(list[_ids_literal(history_ids)], Field(max_length=5)),  # type: ignore[misc,arg-type]
     )
     fields: dict[str, Any] = {dim.value: (dim_model, ...) for dim in Dimension}
     fields["summary"] = (str, Field(min_length=1, max_length=800))
@@ -268,11 +268,11 @@ def listwise_answer_schema(candidate_ids: list[str]) -> type[BaseModel]:
     state: a grammar-constrained decoder cannot emit an unknown, duplicate or
     missing id, and for other providers validation rejects them.
     """
-    scores = create_model(
-        "Scores",
-        __config__=ConfigDict(extra="forbid"),
-        **{f"c{n}": (Judgement, Field(alias=item_id)) for n, item_id in enumerate(candidate_ids)},
-    )
+    # Field names must be identifiers; the ids themselves are the aliases.
+    fields: dict[str, Any] = {
+        f"candidate_{n}": (Judgement, Field(alias=item_id)) for n, item_id in enumerate(candidate_ids)
+    }
+    scores = create_model("Scores", __config__=ConfigDict(extra="forbid"), **fields)
     model: type[BaseModel] = create_model(
         "ListwiseScores", __config__=ConfigDict(extra="forbid"), scores=(scores, ...)
     )

@@ -11,7 +11,7 @@ import time
 
 def main(argv: list[str]) -> None:
     """Start the server with the given settings and sleep until SIGTERM."""
-    import xllamacpp  # noqa: PLC0415 - only the server process needs the native module
+    import xllamacpp
 
     model, port, n_parallel, n_ctx, n_threads = argv
     params = xllamacpp.CommonParams()

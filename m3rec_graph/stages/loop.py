@@ -44,7 +44,7 @@ from m3rec_graph.prompts import PromptName, StagePrompt, load_prompt
 from m3rec_graph.routing import get_context
 from m3rec_graph.usage import call_usage
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     ModelRateLimitError,
     ModelTimeoutError,
     ModelConnectionError,
@@ -202,7 +202,7 @@ def build_stage_graph(
     builder = StateGraph(
         state_schema, context_schema=M3RecContext, input_schema=input_schema, output_schema=output_schema
     )
-    builder.add_node(  # type: ignore[call-overload]  # error_handler's NodeError injection is untyped
+    builder.add_node(
         "ask",
         partial(ask, definition=definition, chat_models=chat_models),
         retry_policy=PROVIDER_RETRY,

@@ -1,0 +1,165 @@
+"""Scripted fake chat models, injected through `build_graph(chat_models=...)`.
+
+A fake answers every call through a responder function that sees the prompt, so
+concurrent MOTE/MAR tasks can be answered by content rather than by call order.
+"""
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from m3rec_graph.context import ModelSpec
+from m3rec_graph.schemas import Dimension
+
+Responder = Callable[[str, str], str | BaseException]
+"""(stage, prompt text) -> the answer's JSON text, or an exception to raise."""
+
+STAGE_MARKERS = {"You are MOPE": "mope", "You are MOTE": "mote", "You are MAR": "mar"}
+
+
+def stage_of(prompt: str) -> str:
+    for marker, stage in STAGE_MARKERS.items():
+        if marker in prompt:
+            return stage
+    raise AssertionError(f"unknown prompt: {prompt[:80]}")
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model whose answers come from a responder; records every prompt it saw."""
+
+    model_name: str
+    responder: Any
+    calls: list[tuple[str, str]] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-fake"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prompt = "\n".join(m.text for m in messages)
+        stage = stage_of(prompt)
+        self.calls.append((stage, prompt))
+        answer = self.responder(stage, prompt)
+        if isinstance(answer, BaseException):
+            raise answer
+        message = AIMessage(
+            content=answer,
+            usage_metadata={"input_tokens": 100, "output_tokens": 10, "total_tokens": 110},
+            response_metadata={"model_name": self.model_name},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def with_structured_output(  # type: ignore[override]
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[Any, Any]:
+        """Mimic langchain-openai's json_schema path: raw message + JSON-parsed dict."""
+
+        def parse(message: AIMessage) -> dict[str, Any]:
+            try:
+                return {"raw": message, "parsed": json.loads(message.text), "parsing_error": None}
+            except json.JSONDecodeError as exc:
+                return {"raw": message, "parsed": None, "parsing_error": exc}
+
+        return self | RunnableLambda(parse)
+
+
+@dataclass
+class ScriptedModels:
+    """A `ChatModelFactory` handing out one scripted model per model name."""
+
+    responder: Responder
+    models: dict[str, ScriptedChatModel] = field(default_factory=dict)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    """(model name, stage, prompt) of every call, across models."""
+
+    def __call__(self, spec: ModelSpec) -> BaseChatModel:
+        if spec.name not in self.models:
+            name = spec.name
+            outer = self
+
+            def respond(stage: str, prompt: str) -> str | BaseException:
+                outer.calls.append((name, stage, prompt))
+                return outer.responder(stage, prompt)
+
+            self.models[name] = ScriptedChatModel(model_name=name, responder=respond, calls=[])
+        return self.models[spec.name]
+
+    def stage_calls(self, stage: str) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if c[1] == stage]
+
+
+# --- well-formed answers ---------------------------------------------------------------
+
+def profile_answer(history_ids: Sequence[str], strength: int = 6) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        dim.value: {"strength": strength, "evidence": list(history_ids[:1])} for dim in Dimension
+    }
+    answer["aesthetic"] = {"strength": 9, "evidence": list(history_ids[:2])}
+    answer["summary"] = "Buys colourful cosmetics for the look."
+    return answer
+
+
+def traits_answer(level: int = 5) -> dict[str, Any]:
+    return {
+        "strengths": {dim.value: level for dim in Dimension},
+        "traits": ["bright colour", "long lasting"],
+    }
+
+
+def candidate_ids_in(prompt: str) -> list[str]:
+    """The candidate ids of a MAR prompt, in the order shown."""
+    # the system message names the tags too: the data block is the last one
+    block = prompt.rsplit("<candidates>", 1)[1].split("</candidates>")[0]
+    return re.findall(r"^\[([^\]]+)\]", block, flags=re.MULTILINE)
+
+
+def history_ids_in(prompt: str) -> list[str]:
+    block = prompt.rsplit("<history>", 1)[1].split("</history>")[0]
+    return re.findall(r"^\[([^\]]+)\]", block, flags=re.MULTILINE)
+
+
+def item_id_in(prompt: str) -> str:
+    block = prompt.rsplit("<item>", 1)[1].split("</item>")[0]
+    match = re.search(r"\[([^\]]+)\]", block)
+    assert match
+    return match.group(1)
+
+
+def listwise_answer(ids: Sequence[str], score_of: Callable[[str], int] = lambda _: 5) -> dict[str, Any]:
+    return {
+        "scores": {
+            i: {"score": score_of(i), "matched": ["aesthetic"], "rationale": f"fits the look ({i})"}
+            for i in ids
+        }
+    }
+
+
+def default_responder(score_of: Callable[[str], int] = lambda _: 5) -> Responder:
+    """Answers every stage validly; MAR scores come from `score_of(item_id)`."""
+
+    def respond(stage: str, prompt: str) -> str:
+        if stage == "mope":
+            return json.dumps(profile_answer(history_ids_in(prompt)))
+        if stage == "mote":
+            return json.dumps(traits_answer())
+        if "<candidates>" in prompt:
+            return json.dumps(listwise_answer(candidate_ids_in(prompt), score_of))
+        item = re.search(r"<candidate>\s*\[([^\]]+)\]", prompt.rsplit("</profile>", 1)[1])
+        assert item
+        return json.dumps({"score": score_of(item.group(1)), "matched": ["value"], "rationale": "ok"})
+
+    return respond
