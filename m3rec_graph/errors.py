@@ -19,3 +19,7 @@ class LocalServerError(M3RecError, RuntimeError):
 
 class ProviderAuthError(M3RecError, RuntimeError):
     """The model provider rejected the credentials; retrying cannot help."""
+
+
+class DatasetError(M3RecError, ValueError):
+    """A dataset directory is missing a file or has a malformed row (the message names both)."""

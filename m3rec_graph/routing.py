@@ -39,23 +39,15 @@ def local_model(stage: Stage) -> ModelSpec:
     )
 
 
-def _all(name: str) -> dict[Stage, ModelSpec]:
-    return {stage: openai_model(name, stage) for stage in STAGES}
-
-
-PRESETS: dict[str, dict[Stage, ModelSpec]] = {
+PRESETS: dict[str, dict[Stage, str]] = {
     # The paper's hybrid: cheap encoders (MOPE, MOTE), strong aligner (MAR).
-    "hybrid": {
-        "mope": openai_model("gpt-3.5-turbo", "mope"),
-        "mote": openai_model("gpt-3.5-turbo", "mote"),
-        "mar": openai_model("gpt-4o", "mar"),
-    },
-    "gpt-4o": _all("gpt-4o"),
-    "gpt-3.5": _all("gpt-3.5-turbo"),
-    "gpt-4o-mini": _all("gpt-4o-mini"),
-    "local": {stage: local_model(stage) for stage in STAGES},
+    "hybrid": {"mope": "gpt-3.5-turbo", "mote": "gpt-3.5-turbo", "mar": "gpt-4o"},
+    "gpt-4o": {"mope": "gpt-4o", "mote": "gpt-4o", "mar": "gpt-4o"},
+    "gpt-3.5": {"mope": "gpt-3.5-turbo", "mote": "gpt-3.5-turbo", "mar": "gpt-3.5-turbo"},
+    "gpt-4o-mini": {"mope": "gpt-4o-mini", "mote": "gpt-4o-mini", "mar": "gpt-4o-mini"},
+    "local": {"mope": "local", "mote": "local", "mar": "local"},
 }
-"""Routing presets by name. `local` is the offline default."""
+"""Routing presets: stage -> model name (`local` is the offline default on 127.0.0.1)."""
 
 
 def default_preset() -> str:
@@ -98,9 +90,8 @@ def context_for(
     name = preset or default_preset()
     if name not in PRESETS:
         raise ConfigurationError(f"unknown routing preset {name!r}; choose one of {', '.join(PRESETS)}")
-    specs = dict(PRESETS[name])
-    for stage, model in (overrides or {}).items():
-        specs[stage] = _spec_for_name(model, stage)
+    names = {**PRESETS[name], **(overrides or {})}
+    specs = {stage: _spec_for_name(names[stage], stage) for stage in STAGES}
     routing = name if not overrides else f"{name}+" + ",".join(f"{s}={m}" for s, m in overrides.items())
     ctx = M3RecContext(
         mope_model=specs["mope"], mote_model=specs["mote"], mar_model=specs["mar"], routing=routing

@@ -25,6 +25,7 @@ _SHA256 = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
 DEFAULT_ENCODING = "o200k_base"
+_OPENAI_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 
 def _tiktoken_cache_dir() -> Path | None:
@@ -75,8 +76,9 @@ def count_text(text: str, model: str) -> int:
 
 
 def count_messages(messages: Sequence[BaseMessage], model: str) -> int:
-    """Count chat prompt tokens the way OpenAI bills them (3 per message + 3 to prime the reply)."""
+    """Count chat prompt tokens as OpenAI bills them: 3 per message + role + content, + 3 for the reply."""
     total = 3
     for message in messages:
-        total += 3 + count_text(message.text, model)
+        role = _OPENAI_ROLES.get(message.type, message.type)
+        total += 3 + count_text(role, model) + count_text(message.text, model)
     return total

@@ -8,11 +8,11 @@ import signal
 import sys
 import time
 
+import xllamacpp
+
 
 def main(argv: list[str]) -> None:
     """Start the server with the given settings and sleep until SIGTERM."""
-    import xllamacpp
-
     model, port, n_parallel, n_ctx, n_threads = argv
     params = xllamacpp.CommonParams()
     params.model.path = model

@@ -1,5 +1,6 @@
 """Lifecycle of the local model server: start on demand, reuse a running one, stop what we started."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from m3rec_graph.errors import LocalServerError
+from m3rec_graph.local.model import ensure_model
 from m3rec_graph.paths import cache_dir
 
 DEFAULT_PORT = 8765
@@ -70,19 +72,13 @@ class LocalServer:
 
 def start_server(base_url: str | None = None, settings: ServerSettings | None = None) -> LocalServer:
     """Start the local server at `base_url` and wait until it answers."""
-    from m3rec_graph.local.model import ensure_model
-
     url = base_url or local_base_url()
     cfg = settings or ServerSettings()
     host_port = urlsplit(url)
     if host_port.hostname not in ("127.0.0.1", "localhost") or host_port.port is None:
         raise LocalServerError(f"the local server must listen on 127.0.0.1:<port>, not {url}")
-    try:
-        import xllamacpp  # noqa: F401
-    except ImportError as exc:
-        raise LocalServerError(
-            "the local server needs the `local` extra: pip install 'm3rec-graph[local]'"
-        ) from exc
+    if importlib.util.find_spec("xllamacpp") is None:
+        raise LocalServerError("the local server needs the `local` extra: pip install 'm3rec-graph[local]'")
     model = ensure_model()
     log_path = cache_dir() / "local-server.log"
     args = [str(model), str(host_port.port), str(cfg.n_parallel), str(cfg.n_ctx), str(cfg.n_threads)]

@@ -1,0 +1,391 @@
+"""Load sequential-recommendation datasets and build leave-one-out evaluation cases.
+
+A dataset is a directory with two files:
+
+* `interactions.csv` with at least the columns `user_id`, `item_id` and `position`
+  (the 0-based chronological index within the user's sequence; row order is ignored);
+* `items.jsonl`, one JSON object per item with `item_id` and any of `title`, `brand`,
+  `categories` (category paths, root first), `category_terms`, `description` and
+  `keywords`. Missing or null fields are simply absent from the `Item`.
+
+Nothing here depends on a dataset's name: any directory in this format loads.
+"""
+
+import csv
+import heapq
+import json
+import random
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import ValidationError
+
+from m3rec_graph.errors import DatasetError
+from m3rec_graph.schemas import Item
+
+INTERACTIONS_FILE = "interactions.csv"
+ITEMS_FILE = "items.jsonl"
+REQUIRED_COLUMNS = ("user_id", "item_id", "position")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: items by id and each user's chronological item sequence."""
+
+    name: str
+    items: dict[str, Item]
+    sequences: dict[str, list[str]]
+    """user_id -> item ids, oldest first (ordered by `position`)."""
+
+    @cached_property
+    def sorted_item_ids(self) -> list[str]:
+        """All item ids, sorted, so sampling does not depend on file order."""
+        return sorted(self.items)
+
+
+class LeaveOneOut(NamedTuple):
+    """A leave-one-out split of one chronological sequence."""
+
+    train_history: list[str]
+    """Everything before the validation target (`seq[:-2]`): training data and validation input."""
+    valid_target: str
+    """The second-last item."""
+    test_target: str
+    """The last item."""
+
+    @property
+    def test_history(self) -> list[str]:
+        """The input at test time: everything before the last item (`seq[:-1]`)."""
+        return [*self.train_history, self.valid_target]
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """One evaluation case: a user's history, the shuffled candidates and the held-out target."""
+
+    user_id: str
+    history: list[Item]
+    candidates: list[Item]
+    target_id: str
+
+    def to_request(self) -> dict[str, Any]:
+        """Return the JSON-able recommendation request (the target appears only as a candidate)."""
+        return {
+            "user_id": self.user_id,
+            "history": [item_dict(item) for item in self.history],
+            "candidates": [item_dict(item) for item in self.candidates],
+        }
+
+
+def item_dict(item: Item) -> dict[str, Any]:
+    """Dump an item for a request: no null fields and no empty category list."""
+    data = item.model_dump(exclude_none=True)
+    if not data.get("categories"):
+        data.pop("categories", None)
+    return data
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_dataset(path: str | Path, *, use_keywords: bool = False) -> Dataset:
+    """Load `interactions.csv` and `items.jsonl` from the directory `path`.
+
+    Args:
+        path: The dataset directory; its name becomes `Dataset.name`.
+        use_keywords: Use the (model-generated) `keywords` field as the title of items
+            that have no title. Off by default.
+
+    Raises:
+        DatasetError: A file is missing, or a row is malformed (the message names the
+            file and line), or an interaction refers to an item not in `items.jsonl`.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"dataset directory not found: {root}")
+    items = _load_items(root / ITEMS_FILE, use_keywords=use_keywords)
+    sequences = _load_sequences(root / INTERACTIONS_FILE, items)
+    return Dataset(name=root.resolve().name, items=items, sequences=sequences)
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {path}")
+
+
+def _load_items(path: Path, *, use_keywords: bool) -> dict[str, Item]:
+    _require_file(path)
+    items: dict[str, Item] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{where}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            item = _item_from_row(row, where, use_keywords=use_keywords)
+            if item.item_id in items:
+                raise DatasetError(f"{where}: duplicate item_id {item.item_id!r}")
+            items[item.item_id] = item
+    return items
+
+
+def _text(row: dict[str, Any], key: str, where: str) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DatasetError(f"{where}: field {key!r} must be a string or null")
+    return value.strip() or None
+
+
+def _strings(value: Any, key: str, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DatasetError(f"{where}: field {key!r} must be a list of strings or null")
+    return [v.strip() for v in value if v.strip()]
+
+
+def _categories(row: dict[str, Any], where: str) -> list[str]:
+    paths = row.get("categories")
+    names: list[str] = []
+    if paths:
+        if not isinstance(paths, list):
+            raise DatasetError(f"{where}: field 'categories' must be a list of category paths")
+        for category_path in paths:
+            # The first element of each path is the root (e.g. "Beauty"), shared by all items.
+            parts = _strings(category_path, "categories", where)[1:]
+            if parts:
+                names.append(" > ".join(parts))
+    else:
+        terms = row.get("category_terms")
+        if terms:
+            names = _strings(terms, "category_terms", where)
+    return list(dict.fromkeys(names))
+
+
+def _keywords(row: dict[str, Any], where: str) -> str | None:
+    value = row.get("keywords")
+    if isinstance(value, list):
+        return " ".join(_strings(value, "keywords", where)) or None
+    return _text(row, "keywords", where)
+
+
+def _item_from_row(row: dict[str, Any], where: str, *, use_keywords: bool) -> Item:
+    item_id = row.get("item_id")
+    if isinstance(item_id, int) and not isinstance(item_id, bool):
+        item_id = str(item_id)
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise DatasetError(f"{where}: missing or invalid 'item_id'")
+    title = _text(row, "title", where)
+    if title is None and use_keywords:
+        title = _keywords(row, where)
+    try:
+        return Item(
+            item_id=item_id,
+            title=title,
+            brand=_text(row, "brand", where),
+            categories=_categories(row, where),
+            description=_text(row, "description", where),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "item"
+        raise DatasetError(f"{where}: {field}: {first['msg']}") from None
+
+
+def _load_sequences(path: Path, items: dict[str, Item]) -> dict[str, list[str]]:
+    _require_file(path)
+    rows: dict[str, list[tuple[int, int, str]]] = {}  # user -> (position, line, item)
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        missing = [c for c in REQUIRED_COLUMNS if header is None or c not in header]
+        if header is None or missing:
+            raise DatasetError(f"{path}:1: header lacks column(s) {', '.join(missing)}")
+        width = len(header)
+        user_col, item_col, pos_col = (header.index(c) for c in REQUIRED_COLUMNS)
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if not row:
+                continue
+            if len(row) != width:
+                raise DatasetError(f"{where}: expected {width} fields, got {len(row)}")
+            user_id, item_id = row[user_col].strip(), row[item_col].strip()
+            if not user_id or not item_id:
+                raise DatasetError(f"{where}: empty user_id or item_id")
+            try:
+                position = int(row[pos_col])
+            except ValueError:
+                raise DatasetError(
+                    f"{where}: position {row[pos_col]!r} is not an integer"
+                ) from None
+            if item_id not in items:
+                raise DatasetError(f"{where}: item_id {item_id!r} is not in {ITEMS_FILE}")
+            rows.setdefault(user_id, []).append((position, reader.line_num, item_id))
+    if not rows:
+        raise DatasetError(f"{path}: no interactions")
+    sequences: dict[str, list[str]] = {}
+    for user_id, events in rows.items():
+        events.sort()
+        for (pos_a, _, _), (pos_b, line_no, _) in zip(events, events[1:], strict=False):
+            if pos_a == pos_b:
+                raise DatasetError(f"{path}:{line_no}: user {user_id!r} repeats position {pos_b}")
+        sequences[user_id] = [item_id for _, _, item_id in events]
+    return sequences
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def split_leave_one_out(seq: Sequence[str]) -> LeaveOneOut:
+    """Split a chronological sequence: last = test target, second-last = validation target.
+
+    Unpacks as `(train_history, valid_target, test_target)`; `.test_history` is
+    everything before the last item.
+
+    Raises:
+        ValueError: The sequence has fewer than two items.
+    """
+    if len(seq) < 2:
+        raise ValueError(f"leave-one-out needs at least 2 items, got {len(seq)}")
+    return LeaveOneOut(list(seq[:-2]), seq[-2], seq[-1])
+
+
+def item_popularity(dataset: Dataset) -> Counter[str]:
+    """Count the interactions of every item (for popularity-weighted negative sampling)."""
+    counts: Counter[str] = Counter()
+    for seq in dataset.sequences.values():
+        counts.update(seq)
+    return counts
+
+
+def sample_candidates(
+    dataset: Dataset,
+    user_id: str,
+    target: str,
+    n_negatives: int,
+    rng: random.Random,
+    popularity: Counter[str] | None = None,
+) -> list[str]:
+    """Return `target` plus `n_negatives` items the user never interacted with, shuffled.
+
+    Negatives are drawn without replacement, uniformly, or with probability
+    proportional to `popularity` when it is given (items with zero count are used
+    only if there are too few positive ones). The result depends only on `rng`'s state.
+
+    Raises:
+        DatasetError: Unknown user or target, or too few items to draw from.
+        ValueError: `n_negatives` is negative.
+    """
+    if n_negatives < 0:
+        raise ValueError(f"n_negatives must be >= 0, got {n_negatives}")
+    if user_id not in dataset.sequences:
+        raise DatasetError(f"unknown user_id {user_id!r} in dataset {dataset.name!r}")
+    if target not in dataset.items:
+        raise DatasetError(f"unknown target item_id {target!r} in dataset {dataset.name!r}")
+    seen = set(dataset.sequences[user_id])
+    seen.add(target)
+    pool = [item_id for item_id in dataset.sorted_item_ids if item_id not in seen]
+    if len(pool) < n_negatives:
+        raise DatasetError(
+            f"dataset {dataset.name!r}: only {len(pool)} unseen items for user {user_id!r},"
+            f" {n_negatives} negatives requested"
+        )
+    if popularity is None:
+        negatives = rng.sample(pool, n_negatives)
+    else:
+        negatives = _weighted_sample(pool, popularity, n_negatives, rng)
+    candidates = [*negatives, target]
+    rng.shuffle(candidates)
+    return candidates
+
+
+def _weighted_sample(
+    pool: list[str], weights: Counter[str], k: int, rng: random.Random
+) -> list[str]:
+    """Draw `k` items of `pool` without replacement, with probability proportional to weight.
+
+    Successive weighted draws, rejecting repeats; if repeats pile up (a few heavy
+    items), the rest is drawn with Efraimidis-Spirakis keys `u ** (1 / w)`. Both
+    are exact successive sampling, so the mix is too.
+    """
+    positive = [i for i in pool if weights[i] > 0]
+    if len(positive) <= k:
+        # Everything with weight goes in; the remainder is uniform over the rest.
+        rest = [i for i in pool if weights[i] <= 0]
+        return positive + rng.sample(rest, k - len(positive))
+    cum = list(accumulate(weights[i] for i in positive))
+    total = cum[-1]
+    chosen: dict[str, None] = {}
+    attempts = 0
+    while len(chosen) < k and attempts < 10 * k + 100:
+        attempts += 1
+        pick = positive[min(bisect_right(cum, rng.random() * total), len(positive) - 1)]
+        chosen.setdefault(pick)
+    if len(chosen) < k:
+        keyed = [(rng.random() ** (1.0 / weights[i]), i) for i in positive if i not in chosen]
+        chosen.update(dict.fromkeys(i for _, i in heapq.nlargest(k - len(chosen), keyed)))
+    return list(chosen)
+
+
+def build_requests(
+    dataset: Dataset,
+    *,
+    n_users: int,
+    n_negatives: int = 19,
+    seed: int = 0,
+    history_len: int | None = None,
+    cold_start: int | None = None,
+) -> list[EvalCase]:
+    """Build leave-one-out test cases for `n_users` users sampled with `seed`.
+
+    Users (with at least two interactions) are drawn with `random.Random(seed)`
+    from the sorted user ids; if there are fewer than `n_users`, all are used. The
+    target is each user's last item, the history is everything before it, cut to
+    the last `history_len` items and, when `cold_start` is set, to the last
+    `cold_start` items (the smaller limit wins). Candidates are sampled with an
+    rng seeded by `(seed, user_id)`, so they do not depend on the history cut or
+    on which other users were drawn.
+
+    Raises:
+        ValueError: A count is not positive.
+        DatasetError: Too few items to draw the negatives from.
+    """
+    if n_users < 1:
+        raise ValueError(f"n_users must be >= 1, got {n_users}")
+    for name, limit in (("history_len", history_len), ("cold_start", cold_start)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{name} must be >= 1, got {limit}")
+    limits = [n for n in (history_len, cold_start) if n is not None]
+    keep = min(limits) if limits else None
+
+    eligible = sorted(u for u, seq in dataset.sequences.items() if len(seq) >= 2)
+    users = random.Random(seed).sample(eligible, min(n_users, len(eligible)))
+    cases: list[EvalCase] = []
+    for user_id in users:
+        split = split_leave_one_out(dataset.sequences[user_id])
+        history_ids = split.test_history
+        if keep is not None:
+            history_ids = history_ids[-keep:]
+        candidate_ids = sample_candidates(
+            dataset, user_id, split.test_target, n_negatives, random.Random(f"{seed}:{user_id}")
+        )
+        cases.append(
+            EvalCase(
+                user_id=user_id,
+                history=[dataset.items[i] for i in history_ids],
+                candidates=[dataset.items[i] for i in candidate_ids],
+                target_id=split.test_target,
+            )
+        )
+    return cases

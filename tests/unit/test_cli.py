@@ -1,0 +1,74 @@
+"""CLI input handling: bad requests exit with code 2 and one line, never a traceback."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from m3rec_graph.cli import main
+
+GOOD_ITEM = {"item_id": "a", "title": "Lip balm"}
+
+
+def run_cli(tmp_path: Path, payload: Any, *extra: str) -> tuple[int, str]:
+    path = tmp_path / "request.json"
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--request", str(path), "--routing", "local", *extra])
+    return int(exit_info.value.code or 0), str(path)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"user_id": "u", "history": [], "candidates": []}, "candidates"),
+        ({"user_id": "u", "history": [], "candidates": [GOOD_ITEM, GOOD_ITEM]}, "duplicate candidate"),
+        ({"user_id": "u", "history": [{"title": "x"}], "candidates": [GOOD_ITEM]}, "history.0.item_id"),
+        ({"user_id": "u", "history": "nope", "candidates": [GOOD_ITEM]}, "history"),
+        ({"user_id": 7, "history": [], "candidates": [GOOD_ITEM]}, "user_id"),
+        ({"history": [], "candidates": [GOOD_ITEM]}, "user_id"),
+        ({"user_id": "u", "history": [], "candidates": [GOOD_ITEM], "extra": 1}, "unknown request field"),
+        ([1, 2], "JSON object"),
+        ("{not json", "not valid UTF-8 JSON"),
+    ],
+)
+def test_bad_request_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], payload: Any, message: str
+) -> None:
+    code, _ = run_cli(tmp_path, payload)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_file_and_bad_override_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as missing:
+        main(["recommend", "--request", str(tmp_path / "nope.json")])
+    assert missing.value.code == 2
+    ok = {"user_id": "u", "history": [], "candidates": [GOOD_ITEM]}
+    code, _ = run_cli(tmp_path, ok, "--model", "ranker=gpt-4o")
+    assert code == 2
+    assert "STAGE=MODEL" in capsys.readouterr().err
+
+
+def test_installed_entry_point_reports_bad_input_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"user_id": "u", "history": [], "candidates": []}))
+    done = subprocess.run(
+        [sys.executable, "-m", "m3rec_graph.cli", "recommend", "--request", str(path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("m3rec: error: invalid request: candidates")
+    assert "Traceback" not in done.stderr
+
+
+def test_graph_command_prints_the_mermaid_diagram(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["graph"])
+    out = capsys.readouterr().out
+    for edge in ("prepare -.-> mope", "prepare -.-> mote", "collect_traits -.-> mar", "mar --> rank"):
+        assert edge in out
