@@ -163,7 +163,7 @@ def _categories(row: dict[str, Any], where: str) -> list[str]:
             raise DatasetError(f"{where}: field 'categories' must be a list of category paths")
         for category_path in paths:
             # The first element of each path is the root (e.g. "Beauty"), shared by all items.
-            parts = _strings(category_path, "categories", where)[1:]
+            parts = _strings(category_path, "categories", where)
             if parts:
                 names.append(" > ".join(parts))
     else:
@@ -319,10 +319,11 @@ def _weighted_sample(
     items), the rest is drawn with Efraimidis-Spirakis keys `u ** (1 / w)`. Both
     are exact successive sampling, so the mix is too.
     """
-    positive = [i for i in pool if weights[i] > 0]
+    get = weights.get
+    positive = [i for i in pool if get(i, 0) > 0]
     if len(positive) <= k:
         # Everything with weight goes in; the remainder is uniform over the rest.
-        rest = [i for i in pool if weights[i] <= 0]
+        rest = [i for i in pool if get(i, 0) <= 0]
         return positive + rng.sample(rest, k - len(positive))
     cum = list(accumulate(weights[i] for i in positive))
     total = cum[-1]

@@ -14,7 +14,7 @@ import pytest
 
 from m3rec_graph import InMemoryTraitCache, SqliteTraitCache, build_graph, context_for
 from m3rec_graph.demo import load_cases
-from m3rec_graph.fallbacks import neutral_traits, fallback_profile
+from m3rec_graph.fallbacks import fallback_profile, neutral_traits
 from m3rec_graph.models import openai_chat_model
 from m3rec_graph.schemas import Item
 from m3rec_graph.stages.mar import build_mar_graph

@@ -1,7 +1,7 @@
 """The compiled graph end to end with scripted models: routing, re-asks, fallbacks, cache."""
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from langchain_core.exceptions import ModelAuthenticationError, ModelRateLimitError
@@ -15,6 +15,7 @@ from m3rec_graph import (
 )
 from m3rec_graph.prompts import load_prompt
 from m3rec_graph.schemas import Dimension
+from m3rec_graph.state import RecInput
 from tests.fakes import (
     Responder,
     ScriptedModels,
@@ -30,7 +31,9 @@ HISTORY = [
     {"item_id": "h1", "title": "Red nail polish", "brand": "OPI", "categories": ["Makeup > Nails"]},
     {"item_id": "h2", "title": "Glitter top coat", "categories": ["Makeup > Nails"]},
 ]
-CANDIDATES = [{"item_id": f"c{i}", "title": f"Product {i}", "categories": ["Makeup"]} for i in range(6)]
+CANDIDATES: list[dict[str, Any]] = [
+    {"item_id": f"c{i}", "title": f"Product {i}", "categories": ["Makeup"]} for i in range(6)
+]
 REQUEST: dict[str, Any] = {"user_id": "u1", "history": HISTORY, "candidates": CANDIDATES}
 HYBRID = context_for("hybrid", mar_chunk_size=4)
 
@@ -50,7 +53,7 @@ def with_override(base: Responder, stage: str, answers: list[str]) -> Responder:
 async def run(models: ScriptedModels, request: dict[str, Any] = REQUEST, **kw: Any) -> dict[str, Any]:
     cache = kw.pop("cache", InMemoryTraitCache())
     graph = build_graph(chat_models=models, trait_cache=cache)
-    out: dict[str, Any] = await graph.ainvoke(request, context=kw.pop("context", HYBRID))
+    out: dict[str, Any] = await graph.ainvoke(cast(RecInput, request), context=kw.pop("context", HYBRID))
     return out
 
 
@@ -140,7 +143,7 @@ async def test_spent_budget_falls_back_and_flags_every_stage() -> None:
 async def test_mar_answer_not_covering_exactly_its_ids_is_rejected(mutate: Any, expected: str) -> None:
     first: list[str] = []
 
-    def respond(stage: str, prompt: str) -> str:
+    def respond(stage: str, prompt: str) -> str | BaseException:
         if stage == "mar" and not first:
             answer = listwise_answer(candidate_ids_in(prompt))
             mutate(answer)
@@ -159,7 +162,7 @@ async def test_mar_answer_not_covering_exactly_its_ids_is_rejected(mutate: Any, 
 async def test_mar_answer_with_a_duplicate_id_is_rejected() -> None:
     sent: list[int] = []
 
-    def respond(stage: str, prompt: str) -> str:
+    def respond(stage: str, prompt: str) -> str | BaseException:
         if stage == "mar" and not sent:
             sent.append(1)
             ids = candidate_ids_in(prompt)
@@ -293,7 +296,7 @@ async def test_bad_requests_raise_a_typed_error(request_: dict[str, Any], messag
 
 def test_prompts_load_with_versions_and_render() -> None:
     for name in ("mope", "mote", "mar_listwise", "mar_pointwise"):
-        prompt = load_prompt(name)  # type: ignore[arg-type]
+        prompt = load_prompt(name)
         assert len(prompt.version) == 12
         assert prompt.name.startswith("m3rec-")
     messages = load_prompt("mope").format(dimensions="d", history="[x] <b>&", feedback="")
