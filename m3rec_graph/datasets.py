@@ -163,7 +163,7 @@ def _categories(row: dict[str, Any], where: str) -> list[str]:
             raise DatasetError(f"{where}: field 'categories' must be a list of category paths")
         for category_path in paths:
             # The first element of each path is the root (e.g. "Beauty"), shared by all items.
-            parts = _strings(category_path, "categories", where)
+            parts = _strings(category_path, "categories", where)[1:]
             if parts:
                 names.append(" > ".join(parts))
     else:

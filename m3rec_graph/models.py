@@ -4,7 +4,8 @@ Every model is a `ChatOpenAI`, the same code path for OpenAI and for the local
 server. Tests and hosts inject their own factory into `build_graph`.
 """
 
-import functools
+import asyncio
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,9 +28,28 @@ class ChatModelFactory(Protocol):
         """Return the chat model for `spec`."""
 
 
-@functools.cache
+_CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ModelSpec, BaseChatModel]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
-    """Return a cached `ChatOpenAI` for `spec` (one HTTP client per distinct spec)."""
+    """Return a `ChatOpenAI` for `spec`, shared per spec within one event loop.
+
+    The async HTTP connection pool belongs to the loop that opened it, so a
+    model cached across `asyncio.run` calls fails with "Event loop is closed".
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _new_chat_model(spec)
+    per_loop = _CLIENTS.setdefault(loop, {})
+    if spec not in per_loop:
+        per_loop[spec] = _new_chat_model(spec)
+    return per_loop[spec]
+
+
+def _new_chat_model(spec: ModelSpec) -> BaseChatModel:
     kwargs: dict[str, Any] = {
         "model": spec.name,
         "temperature": spec.temperature,
