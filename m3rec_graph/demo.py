@@ -18,6 +18,7 @@ from m3rec_graph.graph import M3RecGraph
 from m3rec_graph.render import clean_text, item_text
 from m3rec_graph.runner import flush_traces, serving
 from m3rec_graph.schemas import Item
+from m3rec_graph.state import RecInput
 
 SAMPLE = Path(__file__).parent / "data" / "demo_beauty.json"
 
@@ -62,16 +63,21 @@ def run_demo(graph: M3RecGraph, ctx: M3RecContext, *, users: int = 3) -> None:
     cases = load_cases()[:users]
     print(f"m3rec demo: {len(cases)} Amazon Beauty users, routing '{ctx.routing}' "
           f"(MOPE {ctx.mope_model.name}, MOTE {ctx.mote_model.name}, MAR {ctx.mar_model.name})")
-    ranks = []
+    async def run_all() -> list[int]:
+        # One event loop for all users: HTTP clients are bound to the loop that opened them.
+        ranks = []
+        for n, case in enumerate(cases, start=1):
+            print(f"[{n}/{len(cases)}] recommending for {case['user_id']} ...", file=sys.stderr, flush=True)
+            request = RecInput(user_id=case["user_id"], history=case["history"], candidates=case["candidates"])
+            started = time.perf_counter()
+            out = await graph.ainvoke(request, context=ctx)
+            _report(case, dict(out), time.perf_counter() - started)
+            ranks.append(next(e.rank for e in out["ranking"] if e.item_id == case["target_id"]))
+        return ranks
+
     with serving(ctx):
         try:
-            for n, case in enumerate(cases, start=1):
-                print(f"[{n}/{len(cases)}] recommending for {case['user_id']} ...", file=sys.stderr, flush=True)
-                request = {k: case[k] for k in ("user_id", "history", "candidates")}
-                started = time.perf_counter()
-                out: dict[str, Any] = asyncio.run(graph.ainvoke(request, context=ctx))  # type: ignore[call-overload]
-                _report(case, out, time.perf_counter() - started)
-                ranks.append(next(e.rank for e in out["ranking"] if e.item_id == case["target_id"]))
+            ranks = asyncio.run(run_all())
         finally:
             flush_traces()
     hits = sum(r <= 10 for r in ranks)

@@ -36,8 +36,10 @@ _CLIENTS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ModelSpec, 
 def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
     """Return a `ChatOpenAI` for `spec`, shared per spec within one event loop.
 
-    The async HTTP connection pool belongs to the loop that opened it, so a
-    model cached across `asyncio.run` calls fails with "Event loop is closed".
+    The async HTTP connection pool belongs to the loop that opened it, and
+    langchain-openai shares one default async client per base URL process-wide,
+    so a second `asyncio.run` would reuse dead connections ("Event loop is
+    closed"). Each loop therefore gets its own models with their own client.
     """
     try:
         loop = asyncio.get_running_loop()
@@ -45,11 +47,12 @@ def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
         return _new_chat_model(spec)
     per_loop = _CLIENTS.setdefault(loop, {})
     if spec not in per_loop:
-        per_loop[spec] = _new_chat_model(spec)
+        client = openai.DefaultAsyncHttpxClient(timeout=spec.timeout_s)
+        per_loop[spec] = _new_chat_model(spec, http_async_client=client)
     return per_loop[spec]
 
 
-def _new_chat_model(spec: ModelSpec) -> BaseChatModel:
+def _new_chat_model(spec: ModelSpec, **extra: Any) -> BaseChatModel:
     kwargs: dict[str, Any] = {
         "model": spec.name,
         "temperature": spec.temperature,
@@ -63,7 +66,7 @@ def _new_chat_model(spec: ModelSpec) -> BaseChatModel:
         kwargs["api_key"] = spec.api_key
     if spec.tokenizer_model:
         kwargs["tiktoken_model_name"] = spec.tokenizer_model
-    return ChatOpenAI(**kwargs)
+    return ChatOpenAI(**kwargs, **extra)
 
 
 @dataclass(frozen=True)
