@@ -1,7 +1,10 @@
 """Per-run settings: which model each stage calls, the re-ask budget, MAR mode, seed."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+from m3rec_graph.errors import ConfigurationError
 
 Stage = Literal["mope", "mote", "mar"]
 STAGES: tuple[Stage, ...] = ("mope", "mote", "mar")
@@ -31,6 +34,20 @@ class ModelSpec:
     """The strongest constraint the endpoint supports; OpenAI and llama.cpp accept `json_schema`."""
     tokenizer_model: str | None = None
     """OpenAI model whose tiktoken encoding approximates this one when usage is missing."""
+    requests_per_second: float | None = None
+    """Client-side request limit for this model (`None`: unlimited).
+
+    Specs with the same `name`, `base_url` and limit share one limiter per
+    process, whatever their other settings, because a provider's rate limit
+    counts requests to the model, not per stage. Transport retries inside the
+    OpenAI client are not counted against it.
+    """
+
+    def __post_init__(self) -> None:
+        rps = self.requests_per_second
+        is_number = isinstance(rps, int | float) and not isinstance(rps, bool)
+        if rps is not None and not (is_number and math.isfinite(rps) and rps > 0):
+            raise ConfigurationError(f"{self.name}: requests_per_second must be a number > 0, got {rps!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +66,9 @@ class M3RecContext:
     """`listwise` scores a chunk per call; `pointwise` is the paper's one call per candidate."""
     mar_chunk_size: int = 10
     """Candidates per listwise call: small enough for a 135M local model's output budget."""
+    max_history_items: int = 20
+    """MOPE reads the most recent items only: the method targets short histories, and
+    a 200-item history would overflow a small model's context."""
     max_schema_retries: int = 2
     """Re-asks with the validation error after a failed answer, per stage call."""
     seed: int = 0

@@ -45,12 +45,20 @@ from m3rec_graph.usage import usage_report
 
 M3RecGraph = CompiledStateGraph[State, M3RecContext, RecInput, RecOutput]
 
+ProgressEvent = Literal["started", "profile_ready", "items_encoded", "ranking_ready"]
+"""The `m3rec` key of the custom stream events the graph writes (see `m3rec_graph.embed`)."""
+
 
 def shown_order(item_ids: list[str], user_id: str, seed: int) -> list[str]:
     """Return the seeded shuffle of `item_ids` every model sees (it also breaks score ties)."""
     order = list(item_ids)
     random.Random(f"{seed}:{user_id}").shuffle(order)
     return order
+
+
+def progress(event: ProgressEvent, **fields: Any) -> dict[str, Any]:
+    """Return a custom stream event (`stream_mode="custom"`); writing one is a no-op when not streaming."""
+    return {"m3rec": event, **fields}
 
 
 async def prepare(
@@ -89,16 +97,26 @@ async def prepare(
         "degraded": degraded,
     }
     if request.history:
-        sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=request.history)))
+        recent = request.history[-max(1, ctx.max_history_items) :]
+        sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=recent)))
     else:
         update["profile"] = fallback_profile([])
         update["degraded"] = [*degraded, {"stage": "mope", "item_id": None, "reason": "empty history"}]
+    to_encode = sum(1 for send in sends if send.node == "mote")
+    ready = len(request.candidates) - to_encode  # cached, or without text
+    runtime.stream_writer(
+        progress("started", candidates=len(request.candidates), to_encode=to_encode, ready=ready)
+    )
     return Command(update=update, goto=sends or "collect_traits")
 
 
 async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["mar"]]:
     """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate)."""
     ctx = get_context(runtime)
+    runtime.stream_writer(progress("profile_ready", summary=state["profile"].summary))
+    runtime.stream_writer(
+        progress("items_encoded", encoded=len(state["traits"]), total=len(state["shown_order"]))
+    )
     items = {item.item_id: item for item in state["request"].candidates}
     candidates = [
         MarCandidate(item=items[i], traits=state["traits"][i]) for i in state["shown_order"]
@@ -111,7 +129,7 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
     return Command(goto=[Send("mar", task) for task in tasks])
 
 
-async def rank(state: State) -> dict[str, Any]:
+async def rank(state: State, runtime: Runtime[M3RecContext]) -> dict[str, Any]:
     """Order candidates by alignment (ties by the shown order) and assemble the output."""
     request = state["request"]
     position = {item_id: n for n, item_id in enumerate(state["shown_order"])}
@@ -122,6 +140,7 @@ async def rank(state: State) -> dict[str, Any]:
     ordered = sorted(scores.values(), key=lambda s: (-s.score, position[s.item_id]))
     top = ordered[: request.k] if request.k else ordered
     ranking = [RankedItem(**s.model_dump(), rank=n) for n, s in enumerate(top, start=1)]
+    runtime.stream_writer(progress("ranking_ready", top=[r.item_id for r in ranking[:5]]))
     return {
         "user_id": request.user_id,
         "ranking": ranking,

@@ -6,6 +6,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.tracers.langchain import wait_for_all_tracers
+from langsmith.run_trees import get_cached_client
+from langsmith.utils import tracing_is_enabled
 
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.graph import M3RecGraph
@@ -27,6 +29,8 @@ def serving(ctx: M3RecContext) -> Iterator[None]:
 def flush_traces() -> None:
     """Send pending LangSmith runs before the process exits (a no-op when tracing is off)."""
     wait_for_all_tracers()
+    if tracing_is_enabled():
+        get_cached_client().flush()
 
 
 def recommend_many(

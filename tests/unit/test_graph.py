@@ -302,3 +302,11 @@ def test_prompts_load_with_versions_and_render() -> None:
     messages = load_prompt("mope").format(dimensions="d", history="[x] <b>&", feedback="")
     assert "[x] <b>&" in messages[1].text  # data is not HTML-escaped
     assert history_ids_in(messages[1].text) == ["x"]
+
+
+async def test_mope_reads_only_the_most_recent_history_items() -> None:
+    long_history = [{"item_id": f"h{i}", "title": f"Item {i}"} for i in range(30)]
+    models = ScriptedModels(default_responder())
+    await run(models, {**REQUEST, "history": long_history}, context=context_for("hybrid", max_history_items=5))
+    (mope_prompt,) = [p for _, stage, p in models.calls if stage == "mope"]
+    assert history_ids_in(mope_prompt) == [f"h{i}" for i in range(25, 30)]
