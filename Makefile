@@ -29,5 +29,8 @@ test: lint
 unit: install
 	$(BIN)/pytest -m "not integration"
 
+bench: install
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -5,6 +5,8 @@ server. Tests and hosts inject their own factory into `build_graph`.
 """
 
 import asyncio
+import functools
+import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ import openai
 from langchain_core.exceptions import ModelRefusalError, OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.runnables import RunnableConfig
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ValidationError
@@ -52,6 +55,35 @@ def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
     return per_loop[spec]
 
 
+_LIMITERS: dict[tuple[str | None, str, float], InMemoryRateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def rate_limiter_for(spec: ModelSpec) -> InMemoryRateLimiter | None:
+    """Return the process-wide limiter of `spec`'s model and endpoint (`None` when unlimited).
+
+    One limiter serves every spec naming the same model, endpoint and limit, in
+    every event loop: the per-loop clients of `openai_chat_model` share it. It
+    holds no burst (`max_bucket_size=1`), so calls start at least
+    `1 / requests_per_second` apart, and it checks often enough not to undercut
+    a high limit.
+    """
+    rps = spec.requests_per_second
+    if rps is None:
+        return None
+    key = (spec.base_url, spec.name, float(rps))
+    with _LIMITERS_LOCK:
+        limiter = _LIMITERS.get(key)
+        if limiter is None:
+            limiter = InMemoryRateLimiter(
+                requests_per_second=rps,
+                check_every_n_seconds=min(0.1, 0.25 / rps),
+                max_bucket_size=1,
+            )
+            _LIMITERS[key] = limiter
+        return limiter
+
+
 def _new_chat_model(spec: ModelSpec, **extra: Any) -> BaseChatModel:
     kwargs: dict[str, Any] = {
         "model": spec.name,
@@ -66,6 +98,9 @@ def _new_chat_model(spec: ModelSpec, **extra: Any) -> BaseChatModel:
         kwargs["api_key"] = spec.api_key
     if spec.tokenizer_model:
         kwargs["tiktoken_model_name"] = spec.tokenizer_model
+    limiter = rate_limiter_for(spec)
+    if limiter is not None:
+        kwargs["rate_limiter"] = limiter
     return ChatOpenAI(**kwargs, **extra)
 
 
@@ -101,6 +136,12 @@ def _describe_parsing_error(exc: BaseException) -> str:
     return f"the answer is not valid JSON for the schema ({text[:200]})"
 
 
+@functools.lru_cache(maxsize=4096)
+def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    # Generating a JSON schema is costly and the answer models are immutable.
+    return schema.model_json_schema()
+
+
 async def ainvoke_structured(
     model: BaseChatModel,
     schema: type[BaseModel],
@@ -117,8 +158,7 @@ async def ainvoke_structured(
     Provider errors (rate limits, 5xx, timeouts, auth) still raise: the graph's
     retry policy and error handlers own those.
     """
-    json_schema = schema.model_json_schema()
-    runnable = model.with_structured_output(json_schema, method=method, include_raw=True)
+    runnable = model.with_structured_output(_json_schema(schema), method=method, include_raw=True)
     try:
         out = await runnable.ainvoke(list(messages), config=config)
     except openai.LengthFinishReasonError:

@@ -7,6 +7,8 @@ JSON schema enforceable by grammar-constrained decoding, and gives the
 deterministic fallbacks something to compute with.
 """
 
+import functools
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -221,13 +223,18 @@ class TraitsAnswer(BaseModel):
         )
 
 
-def profile_answer_schema(history_ids: list[str]) -> type[BaseModel]:
-    """Return the MOPE answer contract, with evidence ids limited to the history."""
+def profile_answer_schema(history_ids: Sequence[str]) -> type[BaseModel]:
+    """Return the MOPE answer contract, with evidence ids limited to the history (memoised)."""
+    return _profile_answer_schema(tuple(history_ids))
+
+
+@functools.lru_cache(maxsize=4096)
+def _profile_answer_schema(history_ids: tuple[str, ...]) -> type[BaseModel]:
     dim_model = create_model(
         "ProfileDimension",
         __config__=ConfigDict(extra="forbid"),
         strength=(int, _level("0 = irrelevant to this shopper, 10 = dominant")),
-        evidence=(list[_ids_literal(history_ids)], Field(max_length=5)),  # type: ignore[misc,arg-type]
+        evidence=(list[_ids_literal(list(history_ids))], Field(max_length=5)),  # type: ignore[misc,arg-type]
     )
     fields: dict[str, Any] = {dim.value: (dim_model, ...) for dim in Dimension}
     fields["summary"] = (str, Field(min_length=1, max_length=800))
@@ -261,8 +268,11 @@ PointwiseScore = Judgement
 """MAR pointwise answer: the paper's Score(u, i) = F_LLM(m_u, T_i) for one candidate."""
 
 
-def listwise_answer_schema(candidate_ids: list[str]) -> type[BaseModel]:
+def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
     """Return the MAR listwise contract: `scores` keyed by every candidate id, each exactly once.
+
+    Memoised: building a pydantic model per call was the largest single cost of
+    the graph's own overhead (benchmarks/).
 
     Keys as required properties are the strongest constraint a JSON schema can
     state: a grammar-constrained decoder cannot emit an unknown, duplicate or

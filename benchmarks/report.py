@@ -1,0 +1,241 @@
+"""Render benchmark results as plain-text/Markdown tables, and write the docs and JSON files."""
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.suite import ProfileEntry, Results
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC_PATH = ROOT / "docs" / "benchmarks.md"
+JSON_PATH = ROOT / "benchmarks" / "results.json"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Return a Markdown pipe table, padded so it also reads well in a terminal."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def machine_section(results: Results) -> str:
+    m = results.machine
+    rows = [
+        ("CPUs (os.cpu_count)", m.cpu_count),
+        ("platform", m.platform),
+        ("Python", m.python),
+        *((name, version) for name, version in m.packages.items()),
+    ]
+    return table(("machine", ""), rows)
+
+
+def orchestration_section(results: Results) -> str:
+    o = results.orchestration
+    rows = [
+        (
+            "all MOTE misses" if c.name == "miss" else "all MOTE hits (warm cache)",
+            c.llm_calls,
+            f"{c.calls_by_stage['mope']}/{c.calls_by_stage['mote']}/{c.calls_by_stage['mar']}",
+            _ms(c.wall_ms.median),
+            _ms(c.wall_ms.p95),
+            _ms(c.cpu_ms.median),
+            _ms(c.cpu_ms.p95),
+            f"{c.wall_ms_per_call:.2f}",
+            f"{c.peak_mem_kib:,.0f}",
+        )
+        for c in o.cases
+    ]
+    head = (
+        f"{o.candidates} candidates, listwise MAR (chunks of 10), instant fake model, "
+        f"{o.cases[0].runs} timed runs per case after 2 warm-ups; graph compile: {o.compile_ms:.1f} ms (once)."
+    )
+    return head + "\n\n" + table(
+        (
+            "case",
+            "LLM calls",
+            "MOPE/MOTE/MAR",
+            "wall median ms",
+            "wall p95 ms",
+            "CPU median ms",
+            "CPU p95 ms",
+            "wall ms per call",
+            "peak mem KiB",
+        ),
+        rows,
+    )
+
+
+def profile_section(results: Results) -> str:
+    p = results.profile
+    share_rows = [
+        (s.package, _ms(s.tottime_ms), f"{s.share:.1%}") for s in p.by_package if s.share >= 0.005
+    ]
+
+    def entries(title: str, items: list[ProfileEntry]) -> str:
+        return f"{title}\n\n" + table(
+            ("function", "calls", "self ms", "cumulative ms"),
+            [(e.function, e.ncalls, _ms(e.tottime_ms), _ms(e.cumtime_ms)) for e in items],
+        )
+
+    return "\n\n".join(
+        [
+            f"One all-miss run with {p.candidates} candidates under cProfile "
+            f"(total self time {p.total_ms:.1f} ms; cProfile inflates it several-fold).",
+            "Self time by package (>= 0.5%):\n\n"
+            + table(("package", "self ms", "share"), share_rows),
+            entries("Top functions by cumulative time, site-packages:", p.site_packages),
+            entries("Top functions by cumulative time, m3rec_graph:", p.m3rec_graph),
+            entries("Top functions by self time, anywhere:", p.self_time),
+        ]
+    )
+
+
+def scaling_section(results: Results) -> str:
+    s = results.scaling
+    rows = [
+        (
+            r.mode,
+            r.candidates,
+            f"{r.calls_by_stage['mope']}/{r.calls_by_stage['mote']}/{r.calls_by_stage['mar']}",
+            r.llm_calls,
+            r.expected_calls,
+            _ms(r.wall_ms),
+            _ms(r.cpu_ms),
+            f"{r.wall_ms_per_call:.2f}",
+        )
+        for r in s.rows
+    ]
+    verdict = (
+        "LLM calls grow linearly: every row matches 1 + n + ceil(n/chunk) (listwise) or 1 + 2n (pointwise)."
+        if s.linear
+        else "WARNING: some rows do not match the linear call formula."
+    )
+    return (
+        f"All MOTE misses; median of {s.repeats} run(s); listwise chunk = {s.mar_chunk_size}.\n\n"
+        + table(
+            (
+                "MAR mode",
+                "candidates",
+                "MOPE/MOTE/MAR",
+                "LLM calls",
+                "expected",
+                "wall ms",
+                "CPU ms",
+                "wall ms per call",
+            ),
+            rows,
+        )
+        + f"\n\n{verdict}"
+    )
+
+
+def concurrency_section(results: Results) -> str:
+    c = results.concurrency
+    rows = [
+        (
+            r.max_concurrency,
+            f"{r.wall_s:.2f}",
+            f"{r.throughput:.2f}",
+            f"{r.ideal_throughput:.2f}",
+            f"{r.ratio:.2f}",
+            r.capped_path_calls,
+            f"{r.capped_ideal_throughput:.2f}",
+            f"{r.capped_ratio:.2f}",
+            f"{r.cpu_s:.2f}",
+            f"{r.cpu_bound_throughput:.1f}",
+            r.llm_calls,
+        )
+        for r in c.rows
+    ]
+    return (
+        f"`graph.abatch(inputs, {{'max_concurrency': c}}, context=ctx)` over {c.users} users x "
+        f"{c.candidates} candidates ({c.calls_per_recommendation} LLM calls each), every call "
+        f"sleeping {c.latency_s * 1000:.0f} ms. Ideal = users / (ceil(users / c) x "
+        f"{c.critical_path_calls} x {c.latency_s * 1000:.0f} ms): only model latency counts and a "
+        "recommendation's critical path is MOPE || MOTE, then MAR. LangGraph also passes "
+        "`max_concurrency` down to each run, where it gates that run's own MOPE/MOTE fan-out: "
+        "the *capped* columns use the resulting critical path (calls in sequence per run). "
+        "CPU-bound recs/s = users / CPU seconds of the batch: the ceiling of one event loop.\n\n"
+        + table(
+            (
+                "max_concurrency",
+                "wall s",
+                "recs/s",
+                "ideal recs/s",
+                "ratio",
+                "capped path calls",
+                "capped ideal recs/s",
+                "ratio vs capped",
+                "CPU s",
+                "CPU-bound recs/s",
+                "LLM calls",
+            ),
+            rows,
+        )
+    )
+
+
+def render_text(results: Results) -> str:
+    """Everything, for the terminal."""
+    parts = [
+        f"== m3rec-graph benchmarks{' (quick)' if results.quick else ''}: {results.command} ==",
+        machine_section(results),
+        "== 1. Orchestration overhead ==",
+        orchestration_section(results),
+        "== Profile ==",
+        profile_section(results),
+        "== 2. Scaling with candidates ==",
+        scaling_section(results),
+        "== 3. Concurrency ==",
+        concurrency_section(results),
+        *(["== Notes =="] + [f"- {n}" for n in results.notes] if results.notes else []),
+        f"(suite took {results.duration_s:.1f} s)",
+    ]
+    return "\n\n".join(parts)
+
+
+def render_markdown(results: Results) -> str:
+    """The generated `docs/benchmarks.md`."""
+    parts = [
+        "# Benchmarks",
+        "<!-- Generated by `python -m benchmarks`; edit benchmarks/report.py, not this file. -->",
+        "What the graph itself costs, with every LLM call answered by an instant fake model "
+        "(`benchmarks/fake_models.py`): request validation, prompt rendering, LangGraph's "
+        "Pregel loop and `Send` fan-out, the stage subgraphs, pydantic validation and the "
+        "usage report. Real model latency comes on top of these numbers. LangSmith tracing is "
+        "off during the run.",
+        f"Command (from the repository root):\n\n```\n{results.command}\n```",
+        f"Run {results.started} in {results.duration_s:.0f} s. "
+        "Raw numbers: [`benchmarks/results.json`](../benchmarks/results.json).",
+        "## Machine",
+        machine_section(results),
+        "## 1. Orchestration overhead",
+        orchestration_section(results),
+        "### Where the time goes",
+        profile_section(results),
+        "## 2. Scaling with candidates",
+        scaling_section(results),
+        "## 3. Concurrency",
+        concurrency_section(results),
+    ]
+    if results.notes:
+        parts += ["## Notes", "\n".join(f"- {n}" for n in results.notes)]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_outputs(results: Results, doc: Path = DOC_PATH, data: Path = JSON_PATH) -> list[Path]:
+    """Write the Markdown report and the JSON results; return the paths written."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(render_markdown(results), encoding="utf-8")
+    data.write_text(json.dumps(asdict(results), indent=2) + "\n", encoding="utf-8")
+    return [doc, data]

@@ -1,0 +1,90 @@
+"""The benchmark suite's quick mode runs in-process and its results keep their shape."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.fake_models import BenchChatModel, FakeModels, answer_for
+from benchmarks.report import render_markdown, render_text, write_outputs
+from benchmarks.suite import Results, capped_path_calls, expected_calls, run_suite
+from m3rec_graph import context_for
+
+
+async def test_quick_suite_runs_and_reports_linear_calls(tmp_path: Path) -> None:
+    results = await run_suite(quick=True, command="python -m benchmarks --quick")
+    assert isinstance(results, Results) and results.quick
+    assert results.machine.cpu_count and results.machine.packages["langgraph"]
+
+    # 1. orchestration: every number positive, the call counts exactly the graph's fan-out
+    miss, hit = results.orchestration.cases
+    assert (miss.name, hit.name) == ("miss", "hit")
+    assert miss.calls_by_stage == {"mope": 1, "mote": 20, "mar": 2}
+    assert hit.calls_by_stage == {"mope": 1, "mote": 0, "mar": 2}
+    for case in (miss, hit):
+        assert case.runs == 5
+        assert 0 < case.wall_ms.min <= case.wall_ms.median <= case.wall_ms.p95 <= case.wall_ms.max
+        assert case.cpu_ms.median > 0 and case.peak_mem_kib > 0 and case.wall_ms_per_call > 0
+    assert miss.peak_mem_kib > hit.peak_mem_kib
+    assert results.orchestration.compile_ms > 0
+
+    # profile: both groups found, shares add up
+    profile = results.profile
+    assert profile.total_ms > 0 and profile.site_packages and profile.m3rec_graph
+    assert len(profile.site_packages) <= 8
+    assert abs(sum(s.share for s in profile.by_package) - 1) < 1e-6
+
+    # 2. scaling: calls grow linearly in the candidates, in both MAR modes
+    scaling = results.scaling
+    assert scaling.linear
+    rows = {(r.mode, r.candidates): r for r in scaling.rows}
+    assert {n for _, n in rows} == {10, 20, 50, 100}
+    for mode in ("listwise", "pointwise"):
+        small, large = rows[(mode, 10)], rows[(mode, 100)]
+        assert large.calls_by_stage["mote"] == 10 * small.calls_by_stage["mote"] == 100
+        assert large.calls_by_stage["mar"] == 10 * small.calls_by_stage["mar"]
+        assert large.calls_by_stage["mope"] == small.calls_by_stage["mope"] == 1
+        assert all(r.wall_ms > 0 and r.cpu_ms > 0 for r in scaling.rows)
+    assert rows[("listwise", 100)].llm_calls == 1 + 100 + 10
+    assert rows[("pointwise", 100)].llm_calls == 1 + 100 + 100
+
+    # 3. concurrency: every level ran the whole batch; throughput below the latency bound
+    conc = results.concurrency
+    assert [r.max_concurrency for r in conc.rows] == [1, 4, 16, 64]
+    assert conc.calls_per_recommendation == 7
+    for row in conc.rows:
+        assert row.llm_calls == conc.users * conc.calls_per_recommendation
+        assert row.throughput > 0 and row.wall_s > 0
+        assert 0 < row.ratio <= 1.05 and 0 < row.capped_ratio <= 1.05
+    assert conc.rows[-1].throughput > conc.rows[0].throughput
+
+    # reports render, the JSON is serialisable, quick mode wrote nothing by itself
+    assert results.notes
+    text, markdown = render_text(results), render_markdown(results)
+    assert "| max_concurrency" in text and "## 3. Concurrency" in markdown
+    written = write_outputs(results, doc=tmp_path / "b.md", data=tmp_path / "r.json")
+    assert json.loads(written[1].read_text())["scaling"]["linear"] is True
+    json.dumps(asdict(results))
+
+
+def test_formulas() -> None:
+    assert expected_calls(20, "listwise", 10) == 23
+    assert expected_calls(20, "pointwise", 10) == 41
+    assert capped_path_calls(5, 1, 1) == 7
+    assert capped_path_calls(5, 1, 4) == 3
+    assert capped_path_calls(5, 1, 64) == 2
+
+
+def test_fake_model_answers_each_stage_with_valid_json() -> None:
+    models = FakeModels()
+    model = models(context_for("hybrid").mope_model)
+    assert model is models(context_for("hybrid").mote_model)  # one model per name
+    assert isinstance(model, BenchChatModel)
+    mar = answer_for("mar", "You are MAR\n<candidates>\n[a] x\n[b] y\n</candidates>")
+    assert set(mar["scores"]) == {"a", "b"}
+    point = answer_for("mar", "You are MAR <profile>p</profile>\n<candidate>\n[z] t\n</candidate>")
+    assert 0 <= point["score"] <= 10
+    out = model.with_structured_output({}, method="json_schema", include_raw=True).invoke(
+        "You are MOTE <item>[i] x</item>"
+    )
+    assert out["parsing_error"] is None and len(out["parsed"]["traits"]) == 2
+    assert models.stage_calls() == {"mope": 0, "mote": 1, "mar": 0}
