@@ -69,12 +69,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=ServerSettings().n_parallel, help="server slots")
+    parser.add_argument("--threads", type=int, default=ServerSettings().n_threads, help="server threads")
     args = parser.parse_args()
 
     url = f"http://127.0.0.1:{_free_port()}/v1"
     os.environ["M3REC_LOCAL_URL"] = url
     started = time.perf_counter()
-    server = start_server(url, ServerSettings(n_parallel=args.parallel))
+    server = start_server(url, ServerSettings(n_parallel=args.parallel, n_threads=args.threads))
     startup_s = time.perf_counter() - started
     try:
         _chat(url, "hi", 4)  # warm-up
@@ -103,7 +104,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.2f} at the end; xllamacpp {metadata.version('xllamacpp')}, "
           f"langgraph {metadata.version('langgraph')}")
-    print(f"server: {args.parallel} parallel slot(s); start-up to /health: {startup_s:.2f} s; server RSS after the run: {rss:.0f} MB")
+    print(f"server: {args.parallel} parallel slot(s), {args.threads} thread(s); start-up to /health: {startup_s:.2f} s; server RSS after the run: {rss:.0f} MB")
     pt, dt = prefill.get("timings", {}), decode.get("timings", {})
     print(f"prefill: {prefill['usage']['prompt_tokens']} tokens at {pt.get('prompt_per_second', 0):.0f} tok/s; "
           f"decode: {decode['usage']['completion_tokens']} tokens at {dt.get('predicted_per_second', 0):.0f} tok/s "
