@@ -10,9 +10,10 @@ trait cache; only uncached items with text are sent to MOTE. MOPE and the MOTE
 tasks run in the same superstep, so `collect_traits` runs once both are done.
 """
 
+import asyncio
 import random
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -26,7 +27,7 @@ from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_alig
 from m3rec_graph.models import ChatModelFactory, openai_chat_model
 from m3rec_graph.prompts import load_prompt
 from m3rec_graph.request import parse_request
-from m3rec_graph.routing import get_context
+from m3rec_graph.routing import RemoteContext, get_context
 from m3rec_graph.schemas import RankedItem
 from m3rec_graph.stages.mar import build_mar_graph
 from m3rec_graph.stages.mope import build_mope_graph
@@ -79,7 +80,8 @@ async def prepare(
         else:
             traits[item.item_id] = neutral_traits("item has no text")
             degraded.append({"stage": "mote", "item_id": item.item_id, "reason": "item has no text"})
-    cached = trait_cache.get_many(keys.values())
+    # SQLite blocks: keep it off the event loop (the LangGraph server refuses blocking calls).
+    cached = await asyncio.to_thread(trait_cache.get_many, list(keys.values()))
     sends: list[Send] = []
     for item in request.candidates:
         key = keys.get(item.item_id)
@@ -153,6 +155,7 @@ def build_graph(
     chat_models: ChatModelFactory = openai_chat_model,
     trait_cache: TraitCache | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
+    context_schema: type[M3RecContext] | type[RemoteContext] = M3RecContext,
 ) -> M3RecGraph:
     """Compile the recommender graph.
 
@@ -163,11 +166,13 @@ def build_graph(
             per-user cache directory, opened on first use).
         checkpointer: Only for standalone durable runs; hosts and the LangGraph
             server supply their own.
+        context_schema: What a dict `context=` is turned into: `RemoteContext` for a
+            served graph (JSON from remote callers); `M3RecContext` objects work with both.
     """
     cache = trait_cache if trait_cache is not None else SqliteTraitCache()
-    builder = StateGraph(
-        State, context_schema=M3RecContext, input_schema=RecInput, output_schema=RecOutput
-    )
+    # Nodes read the context through `get_context()`, which resolves a `RemoteContext`.
+    schema = cast(type[M3RecContext], context_schema)
+    builder = StateGraph(State, context_schema=schema, input_schema=RecInput, output_schema=RecOutput)
     # `destinations` draws the Command edges: partial() hides the return annotation.
     builder.add_node(
         "prepare",
@@ -187,5 +192,6 @@ def build_graph(
     return builder.compile(checkpointer=checkpointer, name="m3rec")
 
 
-graph = build_graph()
-"""Module-level graph for `langgraph.json`, LangGraph Studio and quick use."""
+graph = build_graph(context_schema=RemoteContext)
+"""Module-level graph for `langgraph.json`, LangGraph Studio and quick use (default routing
+unless a run passes an `M3RecContext`, or a `RemoteContext` / its JSON)."""

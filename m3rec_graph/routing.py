@@ -5,7 +5,8 @@ This module is the only place that decides which model serves which stage.
 
 import os
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from langgraph.runtime import Runtime
 
@@ -102,6 +103,39 @@ def context_for(
         raise ConfigurationError(f"bad context setting: {exc}") from exc
 
 
+@dataclass(frozen=True, kw_only=True)
+class RemoteContext:
+    """The run context in JSON form, for the LangGraph server, Studio and `RemoteGraph` callers.
+
+    The module-level `graph` (the one `langgraph.json` serves) takes this as its
+    context schema, so a remote caller sends e.g. `{"routing": "hybrid",
+    "models": {"mar": "gpt-4o-mini"}}` (or nothing) and every node sees the
+    `M3RecContext` it resolves to. An `M3RecContext` passed from Python still works.
+    Unset fields keep the preset's defaults.
+    """
+
+    routing: str | None = None
+    """A key of `PRESETS`; unset: `default_preset()`."""
+    models: dict[str, str] = field(default_factory=dict)
+    """Stage -> model name overrides, as `--model STAGE=NAME` on the command line."""
+    mar_mode: Literal["listwise", "pointwise"] | None = None
+    mar_chunk_size: int | None = None
+    max_history_items: int | None = None
+    max_schema_retries: int | None = None
+    seed: int | None = None
+
+    def resolve(self) -> M3RecContext:
+        """Return the `M3RecContext` these settings describe.
+
+        Raises:
+            ConfigurationError: Unknown preset or stage.
+        """
+        overrides = parse_overrides([f"{stage}={model}" for stage, model in self.models.items()])
+        names = ("mar_mode", "mar_chunk_size", "max_history_items", "max_schema_retries", "seed")
+        settings = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return context_for(self.routing, overrides or None, **settings)
+
+
 def default_context() -> M3RecContext:
     """Return the context used when a caller passes none."""
     return context_for()
@@ -110,11 +144,16 @@ def default_context() -> M3RecContext:
 def get_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
     """Return the run's context, or the default routing when none (or a host's) was passed.
 
-    A compiled graph embedded as a node in a host graph receives the host's
-    context object, so anything that is not an `M3RecContext` is ignored.
+    A `RemoteContext` (a server run's JSON context) is resolved. A compiled graph
+    embedded as a node in a host graph receives the host's context object, so
+    anything else is ignored.
     """
     ctx = runtime.context
-    return ctx if isinstance(ctx, M3RecContext) else default_context()
+    if isinstance(ctx, M3RecContext):
+        return ctx
+    if isinstance(ctx, RemoteContext):
+        return ctx.resolve()
+    return default_context()
 
 
 def uses_local_server(ctx: M3RecContext) -> bool:

@@ -13,6 +13,7 @@ handler sends the task to `fallback`. Authentication and model-not-found
 errors are configuration problems and raise `ProviderAuthError`.
 """
 
+import asyncio
 from abc import ABC, abstractmethod
 from functools import partial
 from typing import Any, Literal
@@ -149,7 +150,9 @@ async def ask(
     if answer.cut_off:
         usage["output_tokens"] = spec.max_tokens
     if error is None and answer.parsed is not None:
-        return {**definition.accept(state, answer.parsed, ctx), "usage_log": [usage], "outcome": "accepted"}
+        # accept() may write the trait cache (SQLite): run it off the event loop.
+        update = await asyncio.to_thread(definition.accept, state, answer.parsed, ctx)
+        return {**update, "usage_log": [usage], "outcome": "accepted"}
     outcome = "exhausted" if len(feedback) >= ctx.max_schema_retries else "retry"
     return {"feedback": [error or "no answer"], "usage_log": [usage], "outcome": outcome}
 
