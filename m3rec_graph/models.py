@@ -176,6 +176,9 @@ async def ainvoke_structured(
         return StructuredAnswer(None, _describe_parsing_error(error), raw_message)
     parsed = out.get("parsed") if isinstance(out, dict) else None
     if parsed is None:
+        text = raw_message.text.strip() if raw_message is not None else ""
+        if text:  # the lenient JSON parser gave up on it (e.g. a stray closing brace)
+            return StructuredAnswer(None, f"the answer is not valid JSON: {text[:120]!r}", raw_message)
         return StructuredAnswer(None, "the answer was empty", raw_message)
     try:
         return StructuredAnswer(schema.model_validate(parsed), None, raw_message)

@@ -310,3 +310,13 @@ async def test_mope_reads_only_the_most_recent_history_items() -> None:
     await run(models, {**REQUEST, "history": long_history}, context=context_for("hybrid", max_history_items=5))
     (mope_prompt,) = [p for _, stage, p in models.calls if stage == "mope"]
     assert history_ids_in(mope_prompt) == [f"h{i}" for i in range(25, 30)]
+
+
+async def test_over_long_text_is_truncated_and_recorded() -> None:
+    huge = {"item_id": "big", "title": "Huge", "description": "word " * 40_000}
+    models = ScriptedModels(default_responder())
+    out = await run(models, {**REQUEST, "candidates": [*CANDIDATES, huge]})
+    (prompt,) = [p for _, _, p in models.stage_calls("mote") if item_id_in(p) == "big"]
+    assert len(prompt) < 5_000
+    notes = [d for d in out["degraded"] if d["item_id"] == "big"]
+    assert notes and notes[0]["stage"] == "mote" and "text truncated: description" in notes[0]["reason"]

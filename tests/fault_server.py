@@ -1,0 +1,624 @@
+"""A fault-injecting OpenAI-compatible chat-completions server on 127.0.0.1.
+
+It stands in front of a scripted answerer that returns valid JSON for every
+m3rec stage (told apart by the system prompt: "You are MOPE/MOTE/MAR"), built
+from the JSON schema the client sends in `response_format`, so the answers
+always follow the contract the graph asked for. A configurable, seeded share of
+requests is answered with a fault instead:
+
+| kind | what the client receives |
+|---|---|
+| `malformed_json` | 200, `finish_reason` "stop", text that is not JSON |
+| `wrong_answer` | 200, JSON that breaks the contract: an unknown, duplicate or missing id, or an out-of-range score |
+| `truncated` | 200, half the answer, `finish_reason` "length" |
+| `empty` | 200, empty content |
+| `rate_limited` | 429 with `Retry-After` |
+| `server_error` | 500 or 503 |
+| `slow` | the answer only after `slow_s` (set it past the client's timeout) |
+| `dropped` | the connection closes without a response |
+
+Which request gets a fault is drawn from a hash of (seed, request body, how many
+times this exact body was seen), so a run is reproducible however requests
+interleave: a transport retry of the same body gets a fresh draw, a re-ask (a new
+body, carrying the error text) too. Independently, `rate_limit_rps` gives the
+server its own requests-per-second limit (a token bucket): requests beyond it get
+429 with `Retry-After`, counted as `over_limit`.
+
+```python
+with FaultServer(FaultConfig(rates=FaultRates.spread(0.3), seed=1)) as server:
+    spec = ModelSpec(name="fault-model", base_url=server.url, api_key="x", timeout_s=1.0)
+    ...
+server.counts()   # {"requests": ..., "ok": ..., "malformed_json": ..., "over_limit": ...}
+```
+"""
+
+import hashlib
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+FAULT_KINDS: tuple[str, ...] = (
+    "malformed_json",
+    "wrong_answer",
+    "truncated",
+    "empty",
+    "rate_limited",
+    "server_error",
+    "slow",
+    "dropped",
+)
+"""Every fault kind, in the order `FaultRates` lists them."""
+
+STAGE_MARKERS = {"You are MOPE": "mope", "You are MOTE": "mote", "You are MAR": "mar"}
+_ID_LINE = re.compile(r"^\[([^\]]+)\]", flags=re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """The share of requests answered with each fault (their sum is the faulted share)."""
+
+    malformed_json: float = 0.0
+    wrong_answer: float = 0.0
+    truncated: float = 0.0
+    empty: float = 0.0
+    rate_limited: float = 0.0
+    server_error: float = 0.0
+    slow: float = 0.0
+    dropped: float = 0.0
+
+    def __post_init__(self) -> None:
+        if any(getattr(self, kind) < 0 for kind in FAULT_KINDS) or self.total > 1.0 + 1e-9:
+            raise ValueError(f"fault rates must be >= 0 and sum to at most 1: {self}")
+
+    @property
+    def total(self) -> float:
+        """The share of requests that get some fault."""
+        return float(sum(getattr(self, kind) for kind in FAULT_KINDS))
+
+    @classmethod
+    def spread(cls, total: float, kinds: tuple[str, ...] = FAULT_KINDS) -> "FaultRates":
+        """Return `total` split evenly over `kinds`."""
+        unknown = set(kinds) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
+        return cls(**{kind: total / len(kinds) for kind in kinds})
+
+    @classmethod
+    def only(cls, kind: str, rate: float = 1.0) -> "FaultRates":
+        """Return `rate` of one fault kind and nothing else."""
+        return cls.spread(rate, (kind,))
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """How the server misbehaves."""
+
+    rates: FaultRates = field(default_factory=FaultRates)
+    seed: int = 0
+    retry_after_s: float = 1.0
+    """The `Retry-After` of a 429 (fractional seconds are sent as is; the OpenAI client honours them)."""
+    slow_s: float = 2.0
+    """How long a `slow` fault stalls before answering: set it past the client's timeout."""
+    rate_limit_rps: float | None = None
+    """The server's own limit: requests per second beyond it get 429 (`over_limit`)."""
+    rate_limit_burst: float = 1.0
+    """How many requests the limit lets through at once after a quiet spell."""
+    record_bodies: bool = False
+    """Keep every request body (for tests that inspect prompts and schemas)."""
+    variant: int | None = None
+    """Pick this variant of a malformed or wrong answer (and 500 vs 503) instead of a seeded one."""
+    required_key: str | None = None
+    """Answer 401 (echoing the key masked, as OpenAI does) unless the bearer token is this."""
+
+
+# --- the scripted answerer ----------------------------------------------------------------
+
+
+def stage_of(prompt: str) -> str | None:
+    """Return the m3rec stage a prompt belongs to, or `None` if it is not an m3rec prompt."""
+    for marker, stage in STAGE_MARKERS.items():
+        if marker in prompt:
+            return stage
+    return None
+
+
+def last_block(prompt: str, tag: str) -> str:
+    """Return the text of the last `<tag>...</tag>` block (the system message names the tags too)."""
+    if f"<{tag}>" not in prompt:
+        return ""
+    return prompt.rsplit(f"<{tag}>", 1)[1].split(f"</{tag}>", 1)[0]
+
+
+def candidate_ids(prompt: str) -> list[str]:
+    """Return the `[id]` lines of the last `<candidates>` block, in the order shown."""
+    return _ID_LINE.findall(last_block(prompt, "candidates"))
+
+
+def score_of(item_id: str) -> int:
+    """Return a deterministic, id-dependent MAR score in 0-10 (so rankings are not all ties)."""
+    return zlib.crc32(item_id.encode("utf-8")) % 11
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise ValueError(f"unsupported $ref {ref!r}")
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        schema = node
+    if "anyOf" in schema:  # Optional[...] and friends: take the first branch
+        return _resolve(schema["anyOf"][0], root)
+    if "allOf" in schema and len(schema["allOf"]) == 1:
+        return _resolve(schema["allOf"][0], root)
+    return schema
+
+
+def instance_of(
+    schema: dict[str, Any], root: dict[str, Any] | None = None, path: tuple[str, ...] = ()
+) -> Any:
+    """Return a value that validates against `schema` (the subset pydantic emits).
+
+    Integers take the middle of their range, except MAR scores (`score` under an
+    id, or at the top of a pointwise answer), which come from `score_of`.
+    Objects carry every required property; arrays hold `minItems` values (at
+    least one when an `enum` gives something meaningful to pick).
+    """
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props: dict[str, Any] = schema.get("properties", {})
+        required = schema.get("required", list(props))
+        return {key: instance_of(props[key], root, (*path, key)) for key in required}
+    if kind == "array":
+        items = _resolve(schema.get("items", {}), root)
+        low = int(schema.get("minItems", 0))
+        high = int(schema.get("maxItems", max(low, 3)))
+        if "enum" in items:
+            options = items["enum"]
+            count = min(max(low, 1), high, len(options))
+            return list(options[:count]) if count >= low else [options[0]] * low
+        return [
+            instance_of(items, root, (*path, str(n))) if items.get("type") != "string" else f"phrase {n + 1}"
+            for n in range(max(low, 0))
+        ]
+    if kind == "integer":
+        low = int(schema.get("minimum", 0))
+        high = int(schema.get("maximum", low + 10))
+        if path and path[-1] == "score":
+            item = path[-2] if len(path) >= 2 else "pointwise"
+            return min(high, max(low, score_of(item)))
+        return (low + high) // 2
+    if kind == "number":
+        return float(schema.get("minimum", 0.0))
+    if kind == "boolean":
+        return True
+    if kind == "string":
+        text = "fits the shopper's motivations"
+        max_length = schema.get("maxLength")
+        return text[: int(max_length)] if max_length else text
+    return None
+
+
+def valid_answer(stage: str, prompt: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """Return a valid answer for `stage`: the schema's instance, with MAR scores keyed by the shown ids.
+
+    For a listwise MAR prompt the ids are the `[id]` lines of the last
+    `<candidates>` block; they must be exactly the schema's required `scores`
+    keys (the graph builds the schema from the same ids), or the prompt and the
+    contract disagree and this raises.
+    """
+    answer = instance_of(schema)
+    if not isinstance(answer, dict):
+        raise ValueError(f"the {stage} schema does not describe an object")
+    if stage == "mar" and isinstance(answer.get("scores"), dict):
+        shown = candidate_ids(prompt)
+        if sorted(shown) != sorted(answer["scores"]):
+            raise ValueError(f"MAR prompt ids {shown} differ from the schema's {sorted(answer['scores'])}")
+        answer["scores"] = {item_id: answer["scores"][item_id] for item_id in shown}
+    return answer
+
+
+def wrong_answer(stage: str, answer: dict[str, Any], draw: int) -> tuple[str, str]:
+    """Return (variant, JSON text) of an answer that is valid JSON but breaks the contract."""
+    if stage == "mar" and isinstance(answer.get("scores"), dict):
+        scores: dict[str, Any] = dict(answer["scores"])
+        ids = list(scores)
+        variant = ("unknown_id", "duplicate_id", "missing_id", "score_out_of_range")[draw % 4]
+        if variant == "unknown_id":
+            scores["zz-not-a-candidate"] = scores[ids[0]]
+        elif variant == "missing_id":
+            scores.pop(ids[-1])
+        elif variant == "score_out_of_range":
+            scores[ids[0]] = {**scores[ids[0]], "score": 42}
+        else:  # a repeated key is legal JSON text; only the raw answer shows it
+            entries = [f"{json.dumps(i)}: {json.dumps(v)}" for i, v in scores.items()]
+            entries.append(f"{json.dumps(ids[0])}: {json.dumps(scores[ids[0]])}")
+            return variant, '{"scores": {' + ", ".join(entries) + "}}"
+        return variant, json.dumps({**answer, "scores": scores})
+    if stage == "mar":  # pointwise
+        return "score_out_of_range", json.dumps({**answer, "score": 11})
+    if stage == "mope":
+        variant = ("unknown_evidence_id", "strength_out_of_range", "missing_dimension")[draw % 3]
+        broken = json.loads(json.dumps(answer))
+        if variant == "unknown_evidence_id":
+            broken["value"]["evidence"] = ["zz-not-in-history"]
+        elif variant == "strength_out_of_range":
+            broken["quality"]["strength"] = 17
+        else:
+            broken.pop("social", None)
+        return variant, json.dumps(broken)
+    variant = ("strength_out_of_range", "missing_traits")[draw % 2]
+    broken = json.loads(json.dumps(answer))
+    if variant == "strength_out_of_range" and isinstance(broken.get("strengths"), dict):
+        broken["strengths"]["value"] = -3
+    else:
+        broken.pop("traits", None)
+    return variant, json.dumps(broken)
+
+
+def malformed_json(text: str, draw: int) -> str:
+    """Return text that is not JSON (but looks like what a sloppy model says)."""
+    variants = (
+        "Sure! Here is the JSON you asked for:\n" + text,
+        text.replace('"', "'"),
+        text[: max(1, len(text) // 3)],
+        text + "\n}",
+    )
+    return variants[draw % len(variants)]
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+class _TokenBucket:
+    """The server's own requests-per-second limit."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, max(1.0, burst)
+        self.tokens, self.last = self.burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, owner: "FaultServer") -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.owner = owner
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (timeout, cancelled run) is expected; anything else is printed."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+    def do_GET(self) -> None:
+        """Answer `/v1/models` (some clients probe it); anything else is unknown."""
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, {"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
+        else:
+            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:
+        """Answer a chat completion, or misbehave."""
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            return
+        self.server.owner.handle(self, body)
+
+    def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True  # the client gave up (a `slow` fault): nothing to do
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class FaultServer:
+    """The fault-injecting server (start/stop, or use as a context manager)."""
+
+    def __init__(self, config: FaultConfig | None = None) -> None:
+        self.config = config or FaultConfig()
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._seen: Counter[str] = Counter()
+        self._bodies: list[dict[str, Any]] = []
+        self._authorizations: Counter[str] = Counter()
+        self._in_flight = 0
+        self._bucket = (
+            _TokenBucket(self.config.rate_limit_rps, self.config.rate_limit_burst)
+            if self.config.rate_limit_rps
+            else None
+        )
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Listen on a free port of 127.0.0.1 in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("the fault server is already running")
+        self._stopping.clear()
+        self._server = _Server(self)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (stalled `slow` answers are released) and close the socket."""
+        server, thread = self._server, self._thread
+        self._server, self._thread = None, None
+        self._stopping.set()
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The base URL for `ModelSpec(base_url=...)` (OpenAI style, ending in `/v1`)."""
+        if self._server is None:
+            raise RuntimeError("the fault server is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    # --- what happened -------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Return the counters: `requests`, `ok`, each fault kind, `over_limit`, `stage:<name>`,
+        `variant:<wrong answer kind>`, `status:<code>`, `tokens:*` and `peak_in_flight`."""
+        with self._lock:
+            return dict(self._counts)
+
+    def faults(self) -> dict[str, int]:
+        """Return how many requests got each fault kind (zeros included)."""
+        counts = self.counts()
+        return {kind: counts.get(kind, 0) for kind in FAULT_KINDS}
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """Return the recorded request bodies (with `record_bodies=True`)."""
+        with self._lock:
+            return list(self._bodies)
+
+    def authorizations(self) -> dict[str, int]:
+        """Return how often each `Authorization` header value arrived (with `record_bodies=True`)."""
+        with self._lock:
+            return dict(self._authorizations)
+
+    def reset(self) -> None:
+        """Forget counts, bodies and headers (the fault draws continue)."""
+        with self._lock:
+            self._counts.clear()
+            self._bodies.clear()
+            self._authorizations.clear()
+
+    # --- answering -----------------------------------------------------------------------
+
+    def _count(self, *keys: str, tokens: dict[str, int] | None = None) -> None:
+        with self._lock:
+            for key in keys:
+                self._counts[key] += 1
+            for key, value in (tokens or {}).items():
+                self._counts[f"tokens:{key}"] += value
+
+    def _draw(self, body: bytes) -> tuple[str | None, int]:
+        """Return the fault kind for this request (or `None`) and a number for picking variants."""
+        digest = hashlib.sha256(body).hexdigest()
+        with self._lock:
+            self._seen[digest] += 1
+            occurrence = self._seen[digest]
+        roll = hashlib.sha256(f"{self.config.seed}:{digest}:{occurrence}".encode()).digest()
+        uniform = int.from_bytes(roll[:8], "big") / 2**64
+        draw = int.from_bytes(roll[8:12], "big")
+        edge = 0.0
+        for kind in FAULT_KINDS:
+            edge += getattr(self.config.rates, kind)
+            if uniform < edge:
+                return kind, draw
+        return None, draw
+
+    def _over_limit(self) -> bool:
+        if self._bucket is None:
+            return False
+        with self._lock:
+            return not self._bucket.take()
+
+    def handle(self, handler: _Handler, body: bytes) -> None:
+        """Answer one chat-completions request (and track how many are in flight at once)."""
+        with self._lock:
+            self._in_flight += 1
+            self._counts["peak_in_flight"] = max(self._counts["peak_in_flight"], self._in_flight)
+        try:
+            self._handle(handler, body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _handle(self, handler: _Handler, body: bytes) -> None:
+        try:
+            request = json.loads(body)
+            messages = request["messages"]
+            prompt = "\n".join(str(m.get("content") or "") for m in messages)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self._count("requests", "status:400")
+            handler._send(400, {"error": {"message": "unreadable request body", "type": "invalid_request_error"}})
+            return
+        stage = stage_of(prompt)
+        self._count("requests", f"stage:{stage}")
+        if self.config.record_bodies:
+            with self._lock:
+                self._bodies.append(request)
+                self._authorizations[handler.headers.get("Authorization", "")] += 1
+        retry_after = {"Retry-After": f"{self.config.retry_after_s:g}"}
+        if self._over_limit():
+            self._count("over_limit", "status:429")
+            handler._send(
+                429,
+                {"error": {"message": "rate limit: too many requests", "type": "requests", "code": "rate_limit_exceeded"}},
+                retry_after,
+            )
+            return
+        bearer = handler.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.config.required_key is not None and bearer != self.config.required_key:
+            self._count("status:401")
+            masked = f"{bearer[:3]}{'*' * 8}{bearer[-4:]}" if len(bearer) > 8 else "***"
+            handler._send(
+                401,
+                {"error": {"message": f"Incorrect API key provided: {masked}.", "type": "invalid_request_error", "code": "invalid_api_key"}},
+            )
+            return
+        if stage is None:
+            self._count("status:400")
+            handler._send(400, {"error": {"message": "not an m3rec prompt", "type": "invalid_request_error"}})
+            return
+        fault, draw = self._draw(body)
+        if self.config.variant is not None:
+            draw = self.config.variant
+        schema = _response_schema(request)
+        try:
+            answer = valid_answer(stage, prompt, schema)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            self._count("status:400", "answerer_error")
+            handler._send(400, {"error": {"message": f"scripted answerer: {exc}", "type": "invalid_request_error"}})
+            return
+        text = json.dumps(answer)
+        finish_reason = "stop"
+        max_tokens = int(request.get("max_tokens") or request.get("max_completion_tokens") or 1024)
+
+        if fault == "rate_limited":
+            self._count(fault, "status:429")
+            handler._send(
+                429,
+                {"error": {"message": "Rate limit reached (injected)", "type": "requests", "code": "rate_limit_exceeded"}},
+                retry_after,
+            )
+            return
+        if fault == "server_error":
+            status = (500, 503)[draw % 2]
+            self._count(fault, f"status:{status}")
+            handler._send(status, {"error": {"message": "The server had an error (injected)", "type": "server_error"}})
+            return
+        if fault == "dropped":
+            self._count(fault)
+            handler._drop()
+            return
+        if fault == "slow":
+            self._count(fault)
+            self._stopping.wait(self.config.slow_s)
+        elif fault == "malformed_json":
+            text = malformed_json(text, draw)
+        elif fault == "wrong_answer":
+            variant, text = wrong_answer(stage, answer, draw)
+            self._count(f"variant:{variant}")
+        elif fault == "truncated":
+            text, finish_reason = text[: len(text) // 2], "length"
+        elif fault == "empty":
+            text = ""
+        if fault is not None and fault != "slow":
+            self._count(fault)
+        prompt_tokens = len(prompt) // 4 + 3 * len(messages)
+        completion_tokens = max_tokens if finish_reason == "length" else len(text) // 4 + 1
+        self._count(
+            "ok" if fault is None else "answered_with_fault",
+            "status:200",
+            tokens={
+                "prompt": prompt_tokens,
+                "completion": completion_tokens,
+                **({"faulted": prompt_tokens + completion_tokens} if fault else {}),
+            },
+        )
+        handler._send(
+            200,
+            {
+                "id": f"chatcmpl-fault-{draw}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": str(request.get("model", "fault-model")),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "finish_reason": finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+        )
+
+
+def _response_schema(request: dict[str, Any]) -> dict[str, Any]:
+    """Return the JSON schema of `response_format` (`json_schema.schema`), or an empty object schema."""
+    response_format = request.get("response_format")
+    if isinstance(response_format, dict):
+        spec = response_format.get("json_schema")
+        if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+            schema: dict[str, Any] = spec["schema"]
+            return schema
+    return {"type": "object", "properties": {}}
+
