@@ -10,7 +10,7 @@ from typing import Literal
 
 from langgraph.runtime import Runtime
 
-from m3rec_graph.context import STAGES, M3RecContext, ModelSpec, Stage
+from m3rec_graph.context import STAGES, M3RecContext, ModelSpec, Stage, StructuredMethod
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.local.server import local_base_url
 
@@ -23,7 +23,10 @@ _MAX_TOKENS: dict[Stage, int] = {"mope": 700, "mote": 300, "mar": 1500}
 
 def openai_model(name: str, stage: Stage) -> ModelSpec:
     """Return the spec of an OpenAI model serving `stage`."""
-    return ModelSpec(name=name, max_tokens=_MAX_TOKENS[stage])
+    # gpt-3.5-turbo has no Structured Outputs; say so instead of letting
+    # langchain-openai switch to function calling behind a warning.
+    method: StructuredMethod = "function_calling" if name.startswith("gpt-3.5") else "json_schema"
+    return ModelSpec(name=name, max_tokens=_MAX_TOKENS[stage], structured_method=method)
 
 
 def local_model(stage: Stage) -> ModelSpec:

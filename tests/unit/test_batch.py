@@ -1,0 +1,207 @@
+"""MOTE through the OpenAI Batch API: the requests file, and ingesting a results file made here."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from m3rec_graph import InMemoryTraitCache, SqliteTraitCache, context_for
+from m3rec_graph.batch import (
+    BATCH_URL,
+    BatchFileError,
+    BatchManifest,
+    ingest_mote_results,
+    manifest_path,
+    plan_mote_batch,
+    write_batch,
+)
+from m3rec_graph.cache import trait_cache_key
+from m3rec_graph.cli import main
+from m3rec_graph.datasets import build_requests, load_dataset
+from m3rec_graph.errors import ConfigurationError
+from m3rec_graph.prompts import load_prompt
+from m3rec_graph.routing import local_model, openai_model
+from m3rec_graph.schemas import Dimension, Item, TraitsAnswer
+from m3rec_graph.stages.mote import MoteStage
+from m3rec_graph.state import MoteState
+
+BEAUTY = Path(__file__).parents[1] / "fixtures" / "beauty_small"
+ITEMS = [
+    Item(item_id="a1", title="Red nail polish", brand="OPI", categories=["Makeup > Nails"]),
+    Item(item_id="a2", title="Glass nail file"),
+    Item(item_id="a3", description="Gentle lavender bath salts for a calm evening"),
+    Item(item_id="a1", title="Red nail polish", brand="OPI", categories=["Makeup > Nails"]),  # repeat
+    Item(item_id="blank"),  # no text: neutral traits, never sent
+]
+GOOD: dict[str, Any] = {"strengths": {d.value: 6 for d in Dimension}, "traits": ["bright colour", "long lasting"]}
+
+
+def completion(content: str | None = None, *, tool_args: str | None = None, finish: str = "stop") -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_args is not None:
+        message["tool_calls"] = [
+            {"id": "call_1", "type": "function", "function": {"name": "ItemTraits", "arguments": tool_args}}
+        ]
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 40, "total_tokens": 340},
+    }
+
+
+def result_line(custom_id: str, body: dict[str, Any] | None, status: int = 200, error: Any = None) -> str:
+    """One line of a Batch API output file, in OpenAI's documented shape."""
+    response = None if body is None else {"status_code": status, "request_id": "req_1", "body": body}
+    return json.dumps({"id": f"batch_req_{custom_id[:6]}", "custom_id": custom_id, "response": response, "error": error})
+
+
+def test_requests_file_has_one_graph_identical_request_per_uncached_item(tmp_path: Path) -> None:
+    spec = openai_model("gpt-4o", "mote")
+    version = load_prompt("mote").version
+    cache = InMemoryTraitCache()
+    cache.put(trait_cache_key(ITEMS[1], "gpt-4o", version), "a2", TraitsAnswer.model_validate(GOOD).to_traits())
+    plan = plan_mote_batch(ITEMS, spec, cache)
+    assert (plan.items, plan.cached, plan.without_text) == (4, 1, 1)
+    out = tmp_path / "mote.jsonl"
+    written_manifest = write_batch(plan, out)
+    assert written_manifest == manifest_path(out) == tmp_path / "mote.manifest.json"
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["custom_id"] for line in lines] == [
+        trait_cache_key(ITEMS[0], "gpt-4o", version),
+        trait_cache_key(ITEMS[2], "gpt-4o", version),
+    ]
+    first = lines[0]
+    assert first["method"] == "POST" and first["url"] == BATCH_URL == "/v1/chat/completions"
+    body = first["body"]
+    assert body["model"] == "gpt-4o" and body["temperature"] == 0 and body["max_completion_tokens"] == 300
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    # the prompt is the stage's own rendering
+    stage = MoteStage(InMemoryTraitCache())
+    expected = load_prompt("mote").format(**stage.variables(MoteState(item=ITEMS[0], cache_key="")))
+    assert [m["content"] for m in body["messages"]] == [m.text for m in expected]
+    assert "[a1] Red nail polish | brand: OPI" in body["messages"][1]["content"]
+    response_format = body["response_format"]
+    assert response_format["type"] == "json_schema"
+    schema = TraitsAnswer.model_json_schema()
+    assert response_format["json_schema"]["name"] == schema.pop("title") == "ItemTraits"
+    assert response_format["json_schema"]["description"] == schema.pop("description")
+    assert response_format["json_schema"]["schema"] == schema
+    manifest = BatchManifest.read(written_manifest)
+    assert manifest.model == "gpt-4o" and manifest.prompt == "m3rec-mote" and manifest.prompt_version == version
+    assert manifest.transport == "json_schema"
+    assert manifest.items == {line["custom_id"]: item for line, item in zip(lines, ["a1", "a3"], strict=True)}
+
+
+def test_gpt35_requests_use_a_forced_function_call() -> None:
+    plan = plan_mote_batch(ITEMS[:1], openai_model("gpt-3.5-turbo", "mote"), InMemoryTraitCache())
+    body = plan.lines[0]["body"]
+    assert "response_format" not in body  # OpenAI rejects json_schema for gpt-3.5-turbo
+    assert body["tools"][0]["function"]["name"] == "ItemTraits"
+    assert body["tool_choice"]["function"]["name"] == "ItemTraits"
+    assert plan.manifest.transport == "function_calling"
+
+
+def test_the_local_model_cannot_be_batched() -> None:
+    with pytest.raises(ConfigurationError, match="Batch API is OpenAI's"):
+        plan_mote_batch(ITEMS, local_model("mote"), InMemoryTraitCache())
+
+
+def test_ingest_stores_valid_results_and_reports_the_rest(tmp_path: Path) -> None:
+    items = [Item(item_id=f"i{n}", title=f"Product {n}") for n in range(8)]
+    plan = plan_mote_batch(items, openai_model("gpt-4o", "mote"), InMemoryTraitCache())
+    out = tmp_path / "mote.jsonl"
+    write_batch(plan, out)
+    keys = [line["custom_id"] for line in plan.lines]
+    bad_level = {**GOOD, "strengths": {**GOOD["strengths"], "quality": 14}}
+    results = tmp_path / "results.jsonl"
+    results.write_text(
+        "\n".join(
+            [
+                result_line(keys[0], completion(json.dumps(GOOD))),
+                result_line(keys[1], completion(json.dumps(bad_level))),  # level out of 0-10
+                result_line(keys[2], completion('{"strengths": {')),  # not JSON
+                result_line(keys[3], completion(json.dumps(GOOD), finish="length")),  # cut off
+                result_line(keys[4], {"error": {"message": "Rate limit", "type": "requests"}}, status=429),
+                result_line(keys[5], None, error={"code": "batch_expired", "message": "not run in time"}),
+                result_line("f" * 64, completion(json.dumps(GOOD))),  # not in this batch
+                "this line is not JSON",
+                # keys[6] has a valid answer through a function call (gpt-3.5-turbo style)
+                result_line(keys[6], completion(None, tool_args=json.dumps(GOOD))),
+                result_line(keys[6], completion(json.dumps(GOOD))),  # duplicate
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    cache = SqliteTraitCache(tmp_path / "traits.sqlite")
+    report = ingest_mote_results(results, BatchManifest.read(manifest_path(out)), cache, context_for("gpt-4o"))
+    assert report.stored == [keys[0], keys[6]]
+    invalid = dict(report.invalid)
+    assert "strengths.quality" in invalid[keys[1]] and "less than or equal to 10" in invalid[keys[1]]
+    assert invalid[keys[2]] == "the answer is not valid JSON"
+    assert invalid[keys[3]] == "the answer was cut off at the token limit"
+    assert invalid["results.jsonl:8"] == "not a JSON line"
+    assert "duplicate" in [why for who, why in report.invalid if who == keys[6]][0]
+    failed = dict(report.failed)
+    assert failed[keys[4]] == "HTTP 429: Rate limit" and failed[keys[5]] == "batch_expired: not run in time"
+    assert report.unknown == ["f" * 64]
+    assert report.missing == [keys[7]]
+    # stored exactly like a live MOTE call: the graph finds them under the same keys
+    stored = cache.get_many(keys)
+    assert set(stored) == {keys[0], keys[6]}
+    assert stored[keys[0]] == TraitsAnswer.model_validate(GOOD).to_traits()
+
+
+def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(BatchFileError, match="manifest not found"):
+        BatchManifest.read(tmp_path / "nope.manifest.json")
+    manifest = BatchManifest(model="gpt-4o", prompt="m3rec-mote", prompt_version="x", transport="json_schema", items={})
+    with pytest.raises(BatchFileError, match="results file not found"):
+        ingest_mote_results(tmp_path / "none.jsonl", manifest, InMemoryTraitCache(), context_for("gpt-4o"))
+
+
+def test_cli_writes_the_batch_then_ingests_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, cache = tmp_path / "batch.jsonl", tmp_path / "traits.sqlite"
+    main([
+        "encode-items", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--batch-api",
+        "--out", str(out), "--cache", str(cache), "--model", "mote=gpt-4o-mini",
+    ])
+    printed = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    cases = build_requests(load_dataset(BEAUTY), n_users=3, n_negatives=19, seed=0)
+    assert len(lines) == len({c.item_id for case in cases for c in case.candidates})
+    assert f"wrote {len(lines)} MOTE requests" in printed and "gpt-4o-mini" in printed
+    assert "at the batch price" in printed and "--ingest RESULTS.jsonl" in printed
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(result_line(line["custom_id"], completion(json.dumps(GOOD))) for line in lines))
+    main(["encode-items", "--ingest", str(results), "--requests", str(out), "--cache", str(cache)])
+    assert f"stored {len(lines)} item traits; skipped 0 invalid" in capsys.readouterr().out
+    # everything is cached now: a second batch for the same users is empty
+    main([
+        "encode-items", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--batch-api",
+        "--out", str(tmp_path / "again.jsonl"), "--cache", str(cache), "--model", "mote=gpt-4o-mini",
+    ])
+    assert f"wrote 0 MOTE requests for the candidates of 3 users (19 negatives, seed 0) to {tmp_path / 'again.jsonl'} ({len(lines)} items already cached" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", str(BEAUTY)], "pass --batch-api"),
+        (["--batch-api", "--dataset", str(BEAUTY)], "--out FILE.jsonl"),
+        (["--ingest", "r.jsonl"], "--requests FILE.jsonl"),
+        (["--ingest", "r.jsonl", "--requests", "missing.jsonl"], "manifest not found"),
+        (["--batch-api", "--dataset", str(BEAUTY), "--out", "x.jsonl", "--routing", "local"], "Batch API is OpenAI's"),
+    ],
+)
+def test_cli_bad_encode_items_input_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode-items", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1

@@ -1,0 +1,312 @@
+"""Dry-run cost estimates: the prompts counted are the graph's, counts are exact, prices applied."""
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+
+from m3rec_graph import InMemoryTraitCache, build_graph, context_for
+from m3rec_graph.cache import trait_cache_key
+from m3rec_graph.context import ModelSpec
+from m3rec_graph.costing import (
+    CostSettings,
+    OutputAssumptions,
+    TokenCounter,
+    _Estimator,
+    compact_json,
+    estimate_costs,
+    estimate_requests,
+    format_report,
+    parse_output_overrides,
+    typical_judgement,
+    typical_listwise_answer,
+    typical_profile_answer,
+    typical_traits_answer,
+)
+from m3rec_graph.datasets import build_requests, load_dataset
+from m3rec_graph.errors import ConfigurationError
+from m3rec_graph.openai_requests import params_text, schema_transport, structured_params
+from m3rec_graph.prompts import load_prompt
+from m3rec_graph.request import RecommendationRequest, parse_request
+from m3rec_graph.routing import openai_model
+from m3rec_graph.schemas import (
+    PointwiseScore,
+    TraitsAnswer,
+    listwise_answer_schema,
+    profile_answer_schema,
+)
+from m3rec_graph.state import RecInput
+from m3rec_graph.tokens import count_messages, count_text
+from tests.fakes import (
+    Responder,
+    ScriptedChatModel,
+    candidate_ids_in,
+    history_ids_in,
+    stage_of,
+)
+
+BEAUTY = Path(__file__).parents[1] / "fixtures" / "beauty_small"
+A = OutputAssumptions()
+
+
+@pytest.fixture(scope="module")
+def requests() -> list[RecommendationRequest]:
+    cases = build_requests(load_dataset(BEAUTY), n_users=4, n_negatives=19, seed=3)
+    return [parse_request(case.to_request()) for case in cases]
+
+
+# --------------------------------------------------------------------------- token counting
+
+EDGE_TEXTS = [
+    "",
+    "\n",
+    "end\n",
+    "a\n\nb",
+    "x.\n/usr\n",
+    "  \n  \nfoo",
+    "line\n indented\n\tTab",
+    "it's\n're\n'll",
+    "{\"a\":1}\n}\n]\n",
+    "B004756YJA\nB0020YLEYK\n\n\n- functional: x",
+    "naïve café\n日本語\n🙂 emoji",
+    "12345678\n90\n",
+]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-3.5-turbo"])
+def test_piecewise_counting_equals_tiktoken_on_edge_cases(model: str) -> None:
+    counter = TokenCounter(model)
+    for text in EDGE_TEXTS:
+        assert counter.text(text) == count_text(text, model), repr(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab Z9.'/\n\t\r-_\"{}é")), max_size=60))
+def test_piecewise_counting_equals_tiktoken_on_random_text(text: str) -> None:
+    for model in ("gpt-4o", "gpt-3.5-turbo"):
+        assert TokenCounter(model).text(text) == count_text(text, model)
+
+
+def test_message_count_matches_the_usage_estimate(requests: list[RecommendationRequest]) -> None:
+    from m3rec_graph.stages.mope import MopeStage
+    from m3rec_graph.state import MopeState
+
+    state = MopeState(user_id=requests[0].user_id, history=requests[0].history)
+    messages = load_prompt("mope").format(**MopeStage().variables(state))
+    for model in ("gpt-4o", "gpt-3.5-turbo"):
+        assert TokenCounter(model).messages(messages) == count_messages(messages, model)
+
+
+# --------------------------------------------------------------------------- typical answers
+
+
+def test_typical_answers_validate_against_the_answer_schemas() -> None:
+    ids = ["B01", "B02", "B03"]
+    profile_answer_schema(ids).model_validate(typical_profile_answer(ids, A))
+    profile_answer_schema(["only"]).model_validate(typical_profile_answer(["only"], A))
+    TraitsAnswer.model_validate(typical_traits_answer(A))
+    PointwiseScore.model_validate(typical_judgement(A))
+    listwise_answer_schema(ids).model_validate(typical_listwise_answer(ids, A))
+    long = OutputAssumptions(summary_words=500, rationale_words=200, trait_phrases=9, evidence_per_dimension=9)
+    profile_answer_schema(ids).model_validate(typical_profile_answer(ids, long))
+    TraitsAnswer.model_validate(typical_traits_answer(long))
+    PointwiseScore.model_validate(typical_judgement(long))
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-3.5-turbo"])
+def test_listwise_schema_shortcut_equals_building_the_schema(model: str) -> None:
+    spec = openai_model(model, "mar")
+    estimator = _Estimator(CostSettings(dataset=BEAUTY, users=1), InMemoryTraitCache())
+    for ids in (["B004756YJA", "7806397051"], ['we"ird\\id', "ünï", "x", "B1", "B10", "B100"]):
+        fast = estimator._listwise_schema_text(spec, ids)
+        assert fast == params_text(structured_params(spec, listwise_answer_schema(ids)))
+
+
+def test_schema_transport_follows_langchain_openai() -> None:
+    assert schema_transport(structured_params(openai_model("gpt-4o", "mote"), TraitsAnswer)) == "json_schema"
+    gpt35 = structured_params(openai_model("gpt-3.5-turbo", "mote"), TraitsAnswer)
+    assert schema_transport(gpt35) == "function_calling"  # no Structured Outputs on gpt-3.5-turbo
+
+
+# --------------------------------------------------------------------------- the graph's own prompts
+
+
+class RecordingChatModel(ScriptedChatModel):
+    """A scripted model that also keeps the exact messages and answer of every call."""
+
+    seen: Any  # `Any`, not `list`: pydantic would copy a list, and the test reads the original
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        result = super()._generate(messages, stop, run_manager, **kwargs)
+        prompt = "\n".join(m.text for m in messages)
+        self.seen.append((stage_of(prompt), list(messages), result.generations[0].message.text))
+        return result
+
+
+def typical_responder(a: OutputAssumptions) -> Responder:
+    """Answer every call with the dry run's typical answer, so MAR sees the same profile and traits."""
+
+    def respond(stage: str, prompt: str) -> str:
+        if stage == "mope":
+            return compact_json(typical_profile_answer(history_ids_in(prompt), a))
+        if stage == "mote":
+            return compact_json(typical_traits_answer(a))
+        if "<candidates>" in prompt.rsplit("</profile>", 1)[1]:
+            return compact_json(typical_listwise_answer(candidate_ids_in(prompt), a))
+        return compact_json(typical_judgement(a))
+
+    return respond
+
+
+@pytest.mark.parametrize("mode", ["listwise", "pointwise"])
+async def test_dry_run_counts_exactly_the_prompts_the_graph_sends(
+    requests: list[RecommendationRequest], mode: str
+) -> None:
+    seen: list[Any] = []
+    responder = typical_responder(A)
+
+    def factory(spec: ModelSpec) -> RecordingChatModel:
+        return RecordingChatModel(model_name=spec.name, responder=responder, calls=[], seen=seen)
+
+    graph = build_graph(chat_models=factory, trait_cache=InMemoryTraitCache())
+    ctx = context_for("gpt-4o", mar_mode=mode, seed=3, mar_chunk_size=10)
+    for request in requests:
+        out = await graph.ainvoke(cast(RecInput, request.model_dump(exclude_none=True)), context=ctx)
+        assert out["degraded"] == []
+
+    settings_ = CostSettings(dataset=BEAUTY, users=len(requests), presets=("gpt-4o",), mar_modes=(mode,), seed=3)  # type: ignore[arg-type]
+    (estimate,) = estimate_requests(requests, settings_)
+    for stage in ("mope", "mote", "mar"):
+        calls = [(messages, answer) for s, messages, answer in seen if s == stage]
+        got = estimate.stages[stage]
+        assert got.calls == len(calls), stage
+        assert got.prompt_tokens == sum(count_messages(m, "gpt-4o") for m, _ in calls), stage
+        assert got.output_tokens == sum(count_text(a, "gpt-4o") for _, a in calls), stage
+    distinct = {c.item_id for r in requests for c in r.candidates}
+    assert estimate.cache.encoded == len(distinct)
+    assert estimate.cache.slots == sum(len(r.candidates) for r in requests)
+
+
+# --------------------------------------------------------------------------- estimates and report
+
+
+def test_report_prices_presets_and_explains_hybrid_vs_gpt4o() -> None:
+    report = estimate_costs(
+        CostSettings(
+            dataset=BEAUTY, users=6, negatives=19, presets=("hybrid", "gpt-4o", "gpt-3.5", "local"),
+            mar_modes=("listwise", "pointwise"),
+        )
+    )
+    assert report.users == 6 and report.candidates_per_user == 20
+    hybrid, gpt4o = report.estimate("hybrid", "listwise"), report.estimate("gpt-4o", "listwise")
+    local = report.estimate("local", "pointwise")
+    assert hybrid is not None and gpt4o is not None and local is not None
+    assert hybrid.stages["mope"].model == "gpt-3.5-turbo" and hybrid.stages["mar"].model == "gpt-4o"
+    assert hybrid.stages["mar"].cost_usd == gpt4o.stages["mar"].cost_usd  # same model, same calls
+    assert hybrid.cost_usd is not None and gpt4o.cost_usd is not None
+    assert 0 < hybrid.cost_usd < gpt4o.cost_usd
+    assert local.cost_usd == 0
+    mote = gpt4o.stages["mote"]
+    assert mote.cost_usd is not None and gpt4o.cost_usd_batch_mote == pytest.approx(gpt4o.cost_usd - mote.cost_usd / 2)
+    assert gpt4o.mote_without_cache.calls == gpt4o.cache.slots >= gpt4o.cache.encoded
+    pointwise = report.estimate("gpt-4o", "pointwise")
+    assert pointwise is not None and pointwise.stages["mar"].calls == 6 * 20
+    assert gpt4o.stages["mar"].calls == 6 * 2  # chunks of 10
+    comparison = report.comparison("listwise")
+    assert comparison is not None and 0 < comparison.reduction < 1
+    assert sum(comparison.token_share.values()) == pytest.approx(1)
+    text = format_report(report)
+    assert "hybrid vs gpt-4o, MAR listwise" in text and "cheaper" in text and "dominates" in text
+    assert "USD per 1,000 users" in text and "hit rate" in text and "Batch API" in text
+    data = report.to_dict()
+    assert json.loads(json.dumps(data))["estimates"][0]["preset"] == "hybrid"
+
+
+def test_schema_tokens_can_be_left_out_and_outputs_overridden(requests: list[RecommendationRequest]) -> None:
+    base = CostSettings(dataset=BEAUTY, users=4, presets=("gpt-4o",))
+    (with_schema,) = estimate_requests(requests, base)
+    (without,) = estimate_requests(
+        requests,
+        CostSettings(dataset=BEAUTY, users=4, presets=("gpt-4o",), include_schema=False,
+                     output_overrides={"mope": 100, "mote": 50, "mar": 30}),
+    )
+    for stage in ("mope", "mote", "mar"):
+        assert with_schema.stages[stage].schema_tokens > 0
+        assert without.stages[stage].input_tokens == without.stages[stage].prompt_tokens
+    assert without.stages["mope"].output_tokens == 100 * without.stages["mope"].calls
+    assert without.stages["mote"].output_tokens == 50 * without.stages["mote"].calls
+    assert without.stages["mar"].output_tokens == 30 * sum(len(r.candidates) for r in requests)
+
+
+def test_a_filled_trait_cache_counts_as_encoded(requests: list[RecommendationRequest]) -> None:
+    cache = InMemoryTraitCache()
+    version = load_prompt("mote").version
+    first = requests[0].candidates[:5]
+    for item in first:
+        cache.put(trait_cache_key(item, "gpt-4o", version), item.item_id, TraitsAnswer.model_validate(typical_traits_answer(A)).to_traits())
+    settings_ = CostSettings(dataset=BEAUTY, users=4, presets=("gpt-4o", "hybrid"))
+    cold_4o, cold_hybrid = estimate_requests(requests, settings_)
+    warm_4o, warm_hybrid = estimate_requests(requests, settings_, cache=cache)
+    assert warm_4o.cache.prefilled == 5 and warm_4o.cache.encoded == cold_4o.cache.encoded - 5
+    assert warm_hybrid.cache.prefilled == 0  # keys include the model: gpt-3.5-turbo traits are not cached
+
+
+def test_bad_settings_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="unknown preset"):
+        estimate_costs(CostSettings(dataset=BEAUTY, users=2, presets=("gpt-5",)))
+    with pytest.raises(ConfigurationError, match="--users"):
+        estimate_costs(CostSettings(dataset=BEAUTY, users=0))
+    with pytest.raises(ConfigurationError, match="STAGE=TOKENS"):
+        parse_output_overrides("mar=lots")
+    assert parse_output_overrides("mope=400, mar=45") == {"mope": 400.0, "mar": 45.0}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_dry_run_prints_tables_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from m3rec_graph.cli import main
+
+    out = tmp_path / "cost.json"
+    main([
+        "cost", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--presets", "hybrid,gpt-4o",
+        "--mar-mode", "both", "--dry-run", "--json", str(out),
+    ])
+    captured = capsys.readouterr()
+    assert "### `hybrid`, MAR pointwise" in captured.out and "hybrid vs gpt-4o, MAR pointwise" in captured.out
+    assert "matplotlib" in captured.err
+    assert len(json.loads(out.read_text())["estimates"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dry-run", "--presets", "hybrid,gpt-5"], "unknown preset 'gpt-5'"),
+        ([], "not implemented yet"),
+        (["--dry-run", "--output-tokens", "ranker=3"], "STAGE=TOKENS"),
+    ],
+)
+def test_cli_bad_cost_input_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from m3rec_graph.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cost", "--dataset", str(BEAUTY), "--users", "2", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert message in err and err.count("\n") == 1
