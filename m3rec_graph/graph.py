@@ -22,14 +22,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from m3rec_graph.cache import SqliteTraitCache, TraitCache, trait_cache_key
-from m3rec_graph.context import M3RecContext, Stage
+from m3rec_graph.context import M3RecContext
 from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_alignment
 from m3rec_graph.models import ChatModelFactory, openai_chat_model
 from m3rec_graph.prompts import load_prompt
 from m3rec_graph.render import truncations
 from m3rec_graph.request import parse_request
 from m3rec_graph.routing import RemoteContext, get_context
-from m3rec_graph.schemas import Item, RankedItem
+from m3rec_graph.schemas import RankedItem
 from m3rec_graph.stages.mar import build_mar_graph
 from m3rec_graph.stages.mope import build_mope_graph
 from m3rec_graph.stages.mote import build_mote_graph
@@ -42,6 +42,7 @@ from m3rec_graph.state import (
     RecInput,
     RecOutput,
     State,
+    Truncation,
 )
 from m3rec_graph.usage import usage_report
 
@@ -73,12 +74,11 @@ async def prepare(
     mote_version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version
 
     traits = {}
+    degraded: list[Degradation] = []
     # Over-long text is cut before any model sees it; say so next to the result.
-    stage_items: list[tuple[Stage, list[Item]]] = [("mope", request.history), ("mote", request.candidates)]
-    degraded: list[Degradation] = [
-        {"stage": stage, "item_id": item.item_id, "reason": f"text truncated: {note}"}
-        for stage, items in stage_items
-        for item in items
+    truncated: list[Truncation] = [
+        {"item_id": item.item_id, "note": note}
+        for item in (*request.history, *request.candidates)
         for note in truncations(item)
     ]
     keys = {}
@@ -105,6 +105,7 @@ async def prepare(
         "shown_order": shown_order([c.item_id for c in request.candidates], request.user_id, ctx.seed),
         "traits": traits,
         "degraded": degraded,
+        "truncated": truncated,
     }
     if request.history:
         recent = request.history[-max(1, ctx.max_history_items) :]

@@ -58,6 +58,16 @@ class RecOutput(TypedDict):
     """Tokens and cost per stage and in total."""
     degraded: list[Degradation]
     """Empty when every stage answered validly."""
+    truncated: list["Truncation"]
+    """Item text fields cut to their character/token budget before any model saw them."""
+
+
+class Truncation(TypedDict):
+    """One item text field that was shortened before it reached a model."""
+
+    item_id: str
+    note: str
+    """e.g. `description: 200000 -> 600 characters`."""
 
 
 class State(TypedDict, total=False):
@@ -75,6 +85,7 @@ class State(TypedDict, total=False):
     scores: Annotated[dict[str, AlignmentScore], merge_dicts]
     usage_log: Annotated[list[CallUsage], operator.add]
     degraded: Annotated[list[Degradation], operator.add]
+    truncated: list[Truncation]
     ranking: list[RankedItem]
     usage: UsageReport
 

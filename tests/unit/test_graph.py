@@ -74,7 +74,8 @@ async def test_happy_path_ranks_by_mar_score_and_reports_everything() -> None:
     assert usage.stages["mar"].calls == 2  # 6 candidates in chunks of 4
     assert usage.total.input_tokens == 9 * 100
     # private working keys never leak into the output contract
-    assert set(out) == {"user_id", "ranking", "profile", "usage", "degraded"}
+    assert set(out) == {"user_id", "ranking", "profile", "usage", "degraded", "truncated"}
+    assert out["truncated"] == []
 
 
 async def test_routing_sends_each_stage_to_its_model_and_prices_it() -> None:
@@ -318,5 +319,5 @@ async def test_over_long_text_is_truncated_and_recorded() -> None:
     out = await run(models, {**REQUEST, "candidates": [*CANDIDATES, huge]})
     (prompt,) = [p for _, _, p in models.stage_calls("mote") if item_id_in(p) == "big"]
     assert len(prompt) < 5_000
-    notes = [d for d in out["degraded"] if d["item_id"] == "big"]
-    assert notes and notes[0]["stage"] == "mote" and "text truncated: description" in notes[0]["reason"]
+    assert [t["note"].split(":")[0] for t in out["truncated"]] == ["description"]
+    assert out["truncated"][0]["item_id"] == "big" and out["degraded"] == []
