@@ -47,9 +47,11 @@ class ServerSettings:
     """Parallel slots (continuous batching): the graph fans MOTE calls out concurrently."""
     n_ctx: int = 8192
     """Total KV cache, split evenly across the slots."""
-    n_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))
-    """Leave one core to the graph and the HTTP client: llama.cpp's threads spin-wait, and
-    on an oversubscribed core decoding slowed from ~100 to under 3 tokens/s here."""
+    n_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
+    """All cores: 1.45x faster per recommendation than cores-1 on an idle 2-core machine
+    (docs/local-model.md). On a busy machine pass fewer (`m3rec serve --threads 1`):
+    llama.cpp's threads spin-wait, and with other jobs on both cores decoding fell
+    from ~90 to under 3 tokens/s here."""
     startup_timeout_s: float = 60.0
 
 
