@@ -13,7 +13,6 @@ Nothing here depends on a dataset's name: any directory in this format loads.
 
 import csv
 import heapq
-import json
 import random
 from bisect import bisect_right
 from collections import Counter
@@ -27,6 +26,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from m3rec_graph.errors import DatasetError
+from m3rec_graph.jsonl import json_lines
 from m3rec_graph.schemas import Item
 
 INTERACTIONS_FILE = "interactions.csv"
@@ -123,14 +123,7 @@ def _load_items(path: Path, *, use_keywords: bool) -> dict[str, Item]:
     _require_file(path)
     items: dict[str, Item] = {}
     with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: invalid JSON ({exc.msg})") from None
+        for where, row in json_lines(handle, path, DatasetError):
             if not isinstance(row, dict):
                 raise DatasetError(f"{where}: expected a JSON object, got {type(row).__name__}")
             item = _item_from_row(row, where, use_keywords=use_keywords)
