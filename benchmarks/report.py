@@ -185,6 +185,104 @@ def concurrency_section(results: Results) -> str:
     )
 
 
+def _tokens_head(results: Results) -> str:
+    t = results.tokens
+    return (
+        f"{t.users:,} users of `{t.dataset}` (`{t.dataset_path}`), target + {t.negatives} negatives each "
+        f"(`datasets.build_requests`, seed {t.seed}; mean history {t.mean_history:.1f} items), "
+        f"preset `{t.preset}` ({t.model} for every stage, tiktoken `{t.encoding}`). Every call's real "
+        "prompt is rendered by the stages' own code and counted by `m3rec_graph.costing` (as "
+        "`m3rec cost --dry-run`); nothing is sent. Input tokens are exact prompt counts (MAR's prompt "
+        "holds a typical profile and typical traits in place of MOPE's and MOTE's answers); output "
+        "tokens are estimated from typical answers of each stage's schema; the schema parameter "
+        "(an upper-bound estimate) is shown apart and left out of input and total. "
+        f"Dry run took {t.duration_s:.1f} s."
+    )
+
+
+def cache_section(results: Results) -> str:
+    c = results.tokens.cache
+    calls = table(
+        ("candidate slots", "with text", "MOTE calls without cache", "MOTE calls with cache", "fewer calls"),
+        [
+            (
+                f"{c.candidate_slots:,}",
+                f"{c.slots_with_text:,}",
+                f"{c.mote_calls_without_cache:,}",
+                f"{c.mote_calls_with_cache:,}",
+                f"{c.call_reduction:.1%}",
+            )
+        ],
+    )
+    shares = table(
+        (
+            "MAR mode",
+            "total tokens without cache",
+            "total tokens with cache",
+            "MOTE tokens saved",
+            "cached fraction",
+            "cached fraction incl. schema",
+        ),
+        [
+            (
+                s.mar_mode,
+                f"{s.total_tokens_without_cache:,}",
+                f"{s.total_tokens_with_cache:,}",
+                f"{s.mote_tokens_saved:,}",
+                f"{s.cached_fraction:.1%}",
+                f"{s.cached_fraction_with_schema:.1%}",
+            )
+            for s in c.shares
+        ],
+    )
+    return (
+        _tokens_head(results)
+        + "\n\nWithout the trait cache MOTE runs once per candidate slot with text; with it, once per "
+        f"distinct item with text across all {c.users:,} users, from an empty cache (items without "
+        "text get neutral traits and no call either way). Cached fraction = MOTE tokens saved / "
+        "total tokens (MOPE + MOTE + MAR, input + output) without the cache.\n\n"
+        + calls
+        + "\n\n"
+        + shares
+    )
+
+
+def tokens_section(results: Results) -> str:
+    rows = []
+    for m in results.tokens.modes:
+        for s in [*m.stages, m.total_without_cache, m.total_with_cache]:
+            rows.append(
+                (
+                    m.mar_mode,
+                    s.stage,
+                    f"{s.calls:,.2f}",
+                    f"{s.input_tokens:,.0f}",
+                    f"{s.output_tokens:,.0f}",
+                    f"{s.input_tokens + s.output_tokens:,.0f}",
+                    f"{s.schema_tokens:,.0f}",
+                    f"{s.input_tokens_per_call:,.0f}",
+                )
+            )
+    return (
+        "Per recommendation (totals over the users divided by the users; the shared-cache MOTE "
+        "row amortises each distinct item's one call over all users). Same users and prompts as "
+        "section 4.\n\n"
+        + table(
+            (
+                "MAR mode",
+                "stage",
+                "calls",
+                "input tokens (exact)",
+                "output tokens (est.)",
+                "total",
+                "schema tokens (est., not in input)",
+                "input tokens per call",
+            ),
+            rows,
+        )
+    )
+
+
 def render_text(results: Results) -> str:
     """Everything, for the terminal."""
     parts = [
@@ -198,6 +296,10 @@ def render_text(results: Results) -> str:
         scaling_section(results),
         "== 3. Concurrency ==",
         concurrency_section(results),
+        "== 4. Cache effect ==",
+        cache_section(results),
+        "== 5. Tokens per recommendation ==",
+        tokens_section(results),
         *(["== Notes =="] + [f"- {n}" for n in results.notes] if results.notes else []),
         f"(suite took {results.duration_s:.1f} s)",
     ]
@@ -213,7 +315,8 @@ def render_markdown(results: Results) -> str:
         "(`benchmarks/fake_models.py`): request validation, prompt rendering, LangGraph's "
         "Pregel loop and `Send` fan-out, the stage subgraphs, pydantic validation and the "
         "usage report. Real model latency comes on top of these numbers. LangSmith tracing is "
-        "off during the run.",
+        "off during the run. Sections 4 and 5 call no model at all: they count the real prompts "
+        "of real Beauty users with tiktoken.",
         f"Command (from the repository root):\n\n```\n{results.command}\n```",
         f"Run {results.started} in {results.duration_s:.0f} s. "
         "Raw numbers: [`benchmarks/results.json`](../benchmarks/results.json).",
@@ -227,6 +330,10 @@ def render_markdown(results: Results) -> str:
         scaling_section(results),
         "## 3. Concurrency",
         concurrency_section(results),
+        "## 4. Cache effect",
+        cache_section(results),
+        "## 5. Tokens per recommendation",
+        tokens_section(results),
     ]
     if results.notes:
         parts += ["## Notes", "\n".join(f"- {n}" for n in results.notes)]

@@ -1,8 +1,10 @@
-"""The three benchmarks (orchestration overhead, scaling with candidates, concurrency) and a profile.
+"""The benchmarks (orchestration overhead, scaling, concurrency, cache effect, tokens) and a profile.
 
 Every model call is answered by `benchmarks.fake_models`, so what is measured is the
 graph itself: request validation, prompt rendering, LangGraph's Pregel loop, Send
-fan-out, the stage subgraphs, pydantic validation and the usage report.
+fan-out, the stage subgraphs, pydantic validation and the usage report. The cache
+effect and the tokens per recommendation (`benchmarks.tokens`) count the real prompts
+of real users with tiktoken, offline.
 """
 
 import asyncio
@@ -18,11 +20,20 @@ import time
 import tracemalloc
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from benchmarks.fake_models import FakeModels
+from benchmarks.tokens import (
+    DEFAULT_DATASET,
+    QUICK_DATASET,
+    TokenResults,
+    bench_tokens,
+    resolve,
+    token_notes,
+)
 from m3rec_graph.cache import InMemoryTraitCache
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.graph import M3RecGraph, build_graph
@@ -50,19 +61,26 @@ class Settings:
     batch_users: int = 40
     batch_candidates: int = 5
     concurrency_levels: tuple[int, ...] = (1, 4, 16, 64)
+    token_dataset: Path = DEFAULT_DATASET
+    """Benchmarks 4 and 5: the dataset directory (relative paths from the repository root)."""
+    token_users: int = 1000
 
     @classmethod
-    def for_mode(cls, quick: bool) -> "Settings":
+    def for_mode(cls, quick: bool, dataset: Path | None = None) -> "Settings":
         if quick:
-            return cls(
+            settings = cls(
                 quick=True,
                 runs=5,
                 scaling_sizes=(10, 20, 50, 100),
                 scaling_repeats=1,
                 latency_s=0.05,
                 batch_users=8,
+                token_dataset=QUICK_DATASET,
+                token_users=20,
             )
-        return cls(quick=False, runs=50)
+        else:
+            settings = cls(quick=False, runs=50)
+        return settings if dataset is None else replace(settings, token_dataset=dataset)
 
 
 # --- results -----------------------------------------------------------------------------
@@ -201,6 +219,7 @@ class Results:
     profile: Profile
     scaling: Scaling
     concurrency: Concurrency
+    tokens: TokenResults
     notes: list[str] = field(default_factory=list)
 
 
@@ -605,9 +624,16 @@ async def run_suite(
     *,
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
+    dataset: Path | None = None,
 ) -> Results:
-    """Run every benchmark in the current event loop and return the results."""
-    settings = Settings.for_mode(quick)
+    """Run every benchmark in the current event loop and return the results.
+
+    `dataset` is the Beauty directory of benchmarks 4 and 5 (default: the full
+    dataset, or the test fixture in quick mode).
+    """
+    settings = Settings.for_mode(quick, dataset)
+    if not resolve(settings.token_dataset).is_dir():  # fail before the long benchmarks
+        raise FileNotFoundError(f"dataset directory not found: {resolve(settings.token_dataset)}")
     say = progress or (lambda _: None)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -619,6 +645,8 @@ async def run_suite(
     scaling = await bench_scaling(settings)
     say(f"concurrency ({settings.batch_users} users, {settings.latency_s * 1000:.0f} ms per call) ...")
     concurrency = await bench_concurrency(settings)
+    say(f"cache effect and tokens ({settings.token_users} users of {settings.token_dataset}) ...")
+    tokens = bench_tokens(settings.token_dataset, settings.token_users)
     results = Results(
         quick=quick,
         command=command or default_command(quick),
@@ -629,6 +657,7 @@ async def run_suite(
         profile=profile,
         scaling=scaling,
         concurrency=concurrency,
+        tokens=tokens,
     )
     results.notes = findings(results)
     return results
@@ -681,6 +710,7 @@ def findings(results: Results) -> list[str]:
         f"{last.ratio:.0%} of the latency bound, against a single-core CPU ceiling of "
         f"{last.cpu_bound_throughput:.1f} recs/s (the graph's CPU cost of {c.users} runs)."
     )
+    notes.extend(token_notes(results.tokens))
     return notes
 
 

@@ -1,6 +1,6 @@
 """The offline evaluation harness: fixed candidate sets, resumable per-user results, a report.
 
-A run lives in one directory (one process at a time):
+A run lives in one directory, used by one process at a time (`run.lock`, below):
 
 * `settings.json`: what the candidate sets were built from (dataset fingerprint,
   users, negatives, seed, cold start) and the routing of the m3rec method. A run
@@ -13,6 +13,10 @@ A run lives in one directory (one process at a time):
   the user in flight.
 * `traits.sqlite`: the m3rec trait cache (MOTE results shared across users).
 * `report.md`: the per-method tables `format_report` renders.
+* `run.lock`: held (an exclusive `flock`) for the whole run, so a second process on
+  the same directory is refused instead of recomputing and appending the same
+  pairs. The kernel drops the lock when its process dies, even by SIGKILL, so a
+  rerun after a crash is never blocked by a stale lock.
 
 No method sees `EvalCase.target_id`: the baselines get the case, the graph gets
 `EvalCase.to_request()` (history and shuffled candidates only). The target is used
@@ -20,17 +24,21 @@ only afterwards, to find its rank.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
+
+if sys.platform != "win32":
+    import fcntl
 
 from m3rec_graph.baselines import PopularityBaseline, RandomBaseline, Ranker
 from m3rec_graph.cache import SqliteTraitCache
@@ -45,6 +53,7 @@ from m3rec_graph.datasets import (
 )
 from m3rec_graph.errors import M3RecError
 from m3rec_graph.graph import build_graph
+from m3rec_graph.jsonl import json_lines
 from m3rec_graph.metrics import (
     DEFAULT_K,
     MetricSummary,
@@ -67,6 +76,7 @@ CANDIDATES_FILE = "candidates.jsonl"
 RESULTS_FILE = "results.jsonl"
 REPORT_FILE = "report.md"
 TRAITS_FILE = "traits.sqlite"
+LOCK_FILE = "run.lock"
 SETTINGS_FORMAT = 1
 
 _INFORMATIONAL_SETTINGS = frozenset({"dataset_path"})
@@ -157,6 +167,36 @@ def settings_record(settings: EvalSettings, dataset: Dataset) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir/run.lock` exclusively for the block (POSIX `flock`; no lock elsewhere).
+
+    Raises:
+        EvaluationError: Another process holds it (a run on the same directory is going on).
+    """
+    if sys.platform == "win32":  # no flock: run unlocked, as before
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / LOCK_FILE).open("a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise EvaluationError(
+                f"{out_dir} is in use by another run (pid {holder}); wait for it or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -224,14 +264,7 @@ def read_cases(path: Path, dataset: Dataset) -> list[EvalCase]:
     """Read `candidates.jsonl` back into cases (items taken from `dataset`)."""
     cases: list[EvalCase] = []
     with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EvaluationError(f"{where}: invalid JSON ({exc.msg})") from None
+        for where, record in json_lines(handle, path, EvaluationError):
             cases.append(_case_from_record(record, dataset, where))
     if not cases:
         raise EvaluationError(f"{path}: no cases")
@@ -291,16 +324,8 @@ def read_results(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
         with path.open("r+b") as handle:
             handle.truncate(complete)
     results: dict[tuple[str, str], dict[str, Any]] = {}
-    for line_no, line in enumerate(data[:complete].decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvaluationError(
-                f"{where}: invalid JSON ({exc.msg}); fix or delete the line"
-            ) from None
+    lines = data[:complete].decode("utf-8").splitlines()
+    for where, record in json_lines(lines, path, EvaluationError, "; fix or delete the line"):
         if not (
             isinstance(record, dict)
             and isinstance(record.get("method"), str)
@@ -566,13 +591,30 @@ def run_evaluation(
         n_boot: Bootstrap resamples of the confidence intervals.
 
     Raises:
-        EvaluationError: Bad settings or methods, or a run directory that does not fit.
+        EvaluationError: Bad settings or methods, a run directory that does not fit,
+            or one another process is running in.
         DatasetError: The dataset is malformed.
     """
     settings.validate()
     methods = parse_methods(",".join(methods))
-    stream = progress if progress is not None else sys.stderr
     dataset = load_dataset(settings.dataset)
+    with run_lock(out_dir):
+        return _run_locked(
+            settings, methods, dataset, out_dir, chat_models, serve, progress, n_boot
+        )
+
+
+def _run_locked(
+    settings: EvalSettings,
+    methods: Sequence[str],
+    dataset: Dataset,
+    out_dir: Path,
+    chat_models: ChatModelFactory,
+    serve: Serving,
+    progress: TextIO | None,
+    n_boot: int,
+) -> EvalRun:
+    stream = progress if progress is not None else sys.stderr
     cases = prepare_cases(settings, dataset, out_dir)
     results_path = out_dir / RESULTS_FILE
     done = read_results(results_path)
@@ -632,5 +674,6 @@ __all__ = [
     "read_cases",
     "read_results",
     "run_evaluation",
+    "run_lock",
     "summarise_method",
 ]

@@ -118,6 +118,9 @@ class FaultConfig:
     """Pick this variant of a malformed or wrong answer (and 500 vs 503) instead of a seeded one."""
     required_key: str | None = None
     """Answer 401 (echoing the key masked, as OpenAI does) unless the bearer token is this."""
+    delay_s: float = 0.0
+    """Hold every chat-completions request this long before answering (0: answer at once),
+    so a client process can be killed while a batch is in the middle."""
 
 
 # --- the scripted answerer ----------------------------------------------------------------
@@ -510,6 +513,8 @@ class FaultServer:
             with self._lock:
                 self._bodies.append(request)
                 self._authorizations[handler.headers.get("Authorization", "")] += 1
+        if self.config.delay_s > 0:  # counted (and recorded) on arrival, answered after the delay
+            self._stopping.wait(self.config.delay_s)
         retry_after = {"Retry-After": f"{self.config.retry_after_s:g}"}
         if self._over_limit():
             self._count("over_limit", "status:429")

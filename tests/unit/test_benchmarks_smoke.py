@@ -57,10 +57,41 @@ async def test_quick_suite_runs_and_reports_linear_calls(tmp_path: Path) -> None
         assert 0 < row.ratio <= 1.05 and 0 < row.capped_ratio <= 1.05
     assert conc.rows[-1].throughput > conc.rows[0].throughput
 
+    # 4. cache effect on the Beauty fixture: fewer MOTE calls, a positive share of the tokens
+    tokens = results.tokens
+    assert tokens.dataset == "beauty_small" and tokens.encoding == "o200k_base"
+    cache = tokens.cache
+    assert 10 <= cache.users <= 20 and cache.candidates_per_user == 20
+    assert cache.candidate_slots == 20 * cache.users
+    assert 0 < cache.mote_calls_with_cache <= cache.mote_calls_without_cache
+    assert cache.mote_calls_without_cache == cache.slots_with_text <= cache.candidate_slots
+    assert [s.mar_mode for s in cache.shares] == ["listwise", "pointwise"]
+    for share in cache.shares:
+        assert share.total_tokens_without_cache > share.total_tokens_with_cache > 0
+        assert share.mote_tokens_saved == share.total_tokens_without_cache - share.total_tokens_with_cache
+        assert 0 < share.cached_fraction < 1 and 0 < share.cached_fraction_with_schema < 1
+
+    # 5. tokens per recommendation: every stage present and positive in both MAR modes
+    modes = {m.mar_mode: m for m in tokens.modes}
+    assert set(modes) == {"listwise", "pointwise"}
+    for mode, m in modes.items():
+        assert [s.stage.split(",")[0].split()[0] for s in m.stages] == ["MOPE", "MOTE", "MOTE", "MAR"]
+        for stage in [*m.stages, m.total_without_cache, m.total_with_cache]:
+            assert stage.calls > 0 and stage.input_tokens > 0 and stage.output_tokens > 0
+            assert stage.schema_tokens > 0 and stage.input_tokens_per_call > 0
+        mope, mote, mote_cached, mar = m.stages
+        assert mope.calls == 1 and mote.calls == 20 and mote_cached.calls <= mote.calls
+        assert mar.calls == (2 if mode == "listwise" else 20)
+        total = m.total_without_cache
+        assert abs(total.input_tokens - mope.input_tokens - mote.input_tokens - mar.input_tokens) < 1e-6
+    assert modes["pointwise"].stages[3].input_tokens > modes["listwise"].stages[3].input_tokens
+
     # reports render, the JSON is serialisable, quick mode wrote nothing by itself
     assert results.notes
     text, markdown = render_text(results), render_markdown(results)
     assert "| max_concurrency" in text and "## 3. Concurrency" in markdown
+    assert "== 4. Cache effect ==" in text and "## 5. Tokens per recommendation" in markdown
+    assert "| MAR pointwise" in markdown and "| MOTE, no cache" in markdown
     written = write_outputs(results, doc=tmp_path / "b.md", data=tmp_path / "r.json")
     assert json.loads(written[1].read_text())["scaling"]["linear"] is True
     json.dumps(asdict(results))
