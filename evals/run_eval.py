@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--negatives", required=True, type=int, help="unseen negatives per user (19 or 99)"
     )
     parser.add_argument(
-        "--methods", required=True, help="comma-separated: random, popularity, m3rec"
+        "--methods", required=True, help="comma-separated: random, popularity, text, m3rec"
     )
     parser.add_argument(
         "--routing",

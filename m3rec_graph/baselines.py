@@ -1,15 +1,19 @@
-"""Reference rankers for the evaluation harness: Random and Popularity.
+"""Reference rankers for the evaluation harness: Random, Popularity and TextSimilarity.
 
-Both rank the candidates of an `EvalCase` and return item ids, best first. Neither
+Each ranks the candidates of an `EvalCase` and returns item ids, best first. None
 looks at `EvalCase.target_id`.
 """
 
+import math
 import random
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from m3rec_graph.datasets import Dataset, EvalCase
+from m3rec_graph.render import item_text
+from m3rec_graph.schemas import Item
 
 
 class Ranker(Protocol):
@@ -63,3 +67,88 @@ class PopularityBaseline:
         """Return the candidate ids by descending training count (a stable sort keeps shown order on ties)."""
         ids = [item.item_id for item in case.candidates]
         return sorted(ids, key=lambda item_id: -self.counts.get(item_id, 0))
+
+
+_WORD = re.compile(r"\w+")
+
+Vector = dict[str, float]
+"""A sparse TF-IDF vector: term -> weight."""
+
+
+def text_tokens(item: Item) -> list[str]:
+    """Lowercase word tokens of `item_text(item)` (the text the LLM methods see)."""
+    return _WORD.findall(item_text(item).lower())
+
+
+def _unit(vector: Vector) -> Vector:
+    norm = math.sqrt(sum(w * w for w in vector.values()))
+    return {t: w / norm for t, w in vector.items()} if norm > 0 else {}
+
+
+class TextSimilarityBaseline:
+    """A text-only, non-LLM ranker: TF-IDF cosine between each candidate and the user's history.
+
+    Documents are `item_text(item)`, tokenised into lowercase word tokens. Term
+    weights are `(1 + ln tf) * idf` with `idf = ln((1 + N) / (1 + df))`, fitted once
+    over the catalogue's N item texts (text only, no interactions, so nothing about
+    the held-out items leaks). That idf gives a term found in every item ~0 weight,
+    which mutes the field labels `item_text` writes (`brand:`, `category:`, ...) and
+    very broad category names, while rare words (a brand, a product type) dominate.
+
+    A candidate's score is the cosine between its unit vector and the centroid of
+    the history's unit vectors. The centroid (rather than the max over history
+    items) is used because every history item then counts equally and a candidate
+    is rewarded for sharing terms with many of them, so one odd purchase does not
+    decide the ranking; it also costs one dot product per candidate instead of
+    one per (candidate, history item). Ties (including an empty history or
+    text-less items, which score 0) keep the order the candidates were shown in.
+    """
+
+    def __init__(self, catalogue: Iterable[Item]) -> None:
+        self._tokens: dict[str, list[str]] = {}
+        df: Counter[str] = Counter()
+        for item in catalogue:
+            tokens = self._tokens.setdefault(item.item_id, text_tokens(item))
+            df.update(set(tokens))
+        n_docs = len(self._tokens)
+        self.idf = {term: math.log((1 + n_docs) / (1 + count)) for term, count in df.items()}
+        self._unseen_idf = math.log(1 + n_docs)
+        self._vectors: dict[str, Vector] = {}
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> "TextSimilarityBaseline":
+        """Fit the idf on all of `dataset`'s items."""
+        return cls(dataset.items.values())
+
+    def vector(self, item: Item) -> Vector:
+        """Return `item`'s unit-length TF-IDF vector (cached by item id)."""
+        cached = self._vectors.get(item.item_id)
+        if cached is not None:
+            return cached
+        tokens = self._tokens.get(item.item_id)
+        if tokens is None:  # not in the fitted catalogue: a term seen nowhere gets the top idf
+            tokens = text_tokens(item)
+        tf = Counter(tokens)
+        vector = _unit(
+            {
+                term: (1 + math.log(count)) * self.idf.get(term, self._unseen_idf)
+                for term, count in tf.items()
+            }
+        )
+        self._vectors[item.item_id] = vector
+        return vector
+
+    def rank(self, case: EvalCase) -> list[str]:
+        """Return the candidate ids by descending cosine to the history centroid (stable on ties)."""
+        centroid: Vector = {}
+        for item in case.history:
+            for term, weight in self.vector(item).items():
+                centroid[term] = centroid.get(term, 0.0) + weight
+        centroid = _unit(centroid)
+
+        def score(item: Item) -> float:
+            return sum(w * centroid.get(t, 0.0) for t, w in self.vector(item).items())
+
+        scores = {item.item_id: score(item) for item in case.candidates}
+        ids = [item.item_id for item in case.candidates]
+        return sorted(ids, key=lambda item_id: -scores[item_id])

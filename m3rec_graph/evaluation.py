@@ -40,7 +40,12 @@ from typing import Any, TextIO, cast
 if sys.platform != "win32":
     import fcntl
 
-from m3rec_graph.baselines import PopularityBaseline, RandomBaseline, Ranker
+from m3rec_graph.baselines import (
+    PopularityBaseline,
+    RandomBaseline,
+    Ranker,
+    TextSimilarityBaseline,
+)
 from m3rec_graph.cache import SqliteTraitCache
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.datasets import (
@@ -68,7 +73,7 @@ from m3rec_graph.routing import PRESETS, context_for
 from m3rec_graph.runner import flush_traces, serving
 from m3rec_graph.state import RecInput
 
-METHODS: tuple[str, ...] = ("random", "popularity", "m3rec")
+METHODS: tuple[str, ...] = ("random", "popularity", "text", "m3rec")
 """The methods the harness knows, in report order."""
 
 SETTINGS_FILE = "settings.json"
@@ -640,11 +645,13 @@ def _run_locked(
                     serve=serve,
                 )
             else:
-                ranker: Ranker = (
-                    RandomBaseline(settings.seed)
-                    if method == "random"
-                    else PopularityBaseline.from_dataset(dataset)
-                )
+                ranker: Ranker
+                if method == "random":
+                    ranker = RandomBaseline(settings.seed)
+                elif method == "text":
+                    ranker = TextSimilarityBaseline.from_dataset(dataset)
+                else:
+                    ranker = PopularityBaseline.from_dataset(dataset)
                 _run_ranker(method, ranker, todo, handle, bar, already)
 
     results = read_results(results_path)

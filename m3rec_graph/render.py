@@ -30,7 +30,9 @@ reaches it; dense text (emoji, CJK, symbol or base64 runs) is cut to it, so a
 field's cost is bounded in tokens, not only in characters.
 """
 CATEGORY_CHARS, CATEGORY_TOKENS = 120, 60
-MAX_CATEGORIES = 3
+MAX_CATEGORIES = 6
+# Flat category term lists (e.g. Sports: root, section, ..., leaf) run to 4-6 terms and
+# the most specific comes last, so a cap of 3 would drop the leaf.
 TOKENIZER_MODEL = "gpt-4o"
 
 _DELIMITER = re.compile(
