@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from m3rec_graph.context import ABLATIONS
 from m3rec_graph.errors import M3RecError
 from m3rec_graph.evaluation import EvalSettings, parse_methods, run_evaluation
 from m3rec_graph.routing import PRESETS
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"m3rec routing preset ({', '.join(PRESETS)}; default: local)",
     )
     parser.add_argument(
+        "--ablation",
+        default="none",
+        choices=ABLATIONS,
+        help="m3rec configuration: none (full), no_mope, no_mote or no_mar (default: none)",
+    )
+    parser.add_argument(
         "--cold-start", type=int, help="keep only the last N history items of each user"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         cold_start=args.cold_start,
         routing=args.routing,
+        ablation=args.ablation,
     )
     try:
         if args.n_boot < 0:

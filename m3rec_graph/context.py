@@ -11,6 +11,9 @@ STAGES: tuple[Stage, ...] = ("mope", "mote", "mar")
 
 StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
 
+Ablation = Literal["none", "no_mope", "no_mote", "no_mar"]
+ABLATIONS: tuple[Ablation, ...] = ("none", "no_mope", "no_mote", "no_mar")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
@@ -75,6 +78,21 @@ class M3RecContext:
     """Seeds the order candidates are shown in (position bias) and so the tie-breaks."""
     prompt_overrides: dict[str, str] = field(default_factory=dict)
     """Stage -> prompt file path to use instead of the shipped one."""
+    ablation: Ablation = "none"
+    """Run the same graph with one stage switched off (the paper's ablations):
+
+    - `none`: the full pipeline.
+    - `no_mope` (w/o MOPE): no MOPE call; MAR reads the raw recent history instead
+      of a profile, and the deterministic keyword profile stands in wherever a
+      profile is needed (the overlap fallback, the output's `profile`).
+    - `no_mote` (w/o MOTE): no MOTE call and no trait cache; MAR reads each
+      candidate's raw text instead of its traits (the traits are neutral).
+    - `no_mar` (w/o MAR): no MAR call; candidates are ranked by the deterministic
+      profile-trait overlap (`source="fallback"`).
+
+    What an ablation switches off is the configuration, not a failure: it adds no
+    `degraded` entries.
+    """
 
     def model_for(self, stage: Stage) -> ModelSpec:
         """Return the model spec routed to `stage`."""

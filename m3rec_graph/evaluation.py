@@ -47,7 +47,7 @@ from m3rec_graph.baselines import (
     TextSimilarityBaseline,
 )
 from m3rec_graph.cache import SqliteTraitCache
-from m3rec_graph.context import M3RecContext
+from m3rec_graph.context import ABLATIONS, Ablation, M3RecContext
 from m3rec_graph.datasets import (
     INTERACTIONS_FILE,
     ITEMS_FILE,
@@ -108,6 +108,8 @@ class EvalSettings:
     """Keep only the last `cold_start` history items (None: the whole history)."""
     routing: str = "local"
     """Routing preset of the m3rec method."""
+    ablation: Ablation = "none"
+    """The m3rec configuration (`M3RecContext.ablation`): `none` is the full pipeline."""
 
     def validate(self) -> None:
         """Raise `EvaluationError` for a setting no run could use."""
@@ -120,6 +122,10 @@ class EvalSettings:
         if self.routing not in PRESETS:
             raise EvaluationError(
                 f"unknown routing preset {self.routing!r}; choose one of {', '.join(PRESETS)}"
+            )
+        if self.ablation not in ABLATIONS:
+            raise EvaluationError(
+                f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}"
             )
         if not self.dataset.is_dir():
             raise EvaluationError(f"dataset directory not found: {self.dataset}")
@@ -169,6 +175,8 @@ def settings_record(settings: EvalSettings, dataset: Dataset) -> dict[str, Any]:
         "seed": settings.seed,
         "cold_start": settings.cold_start,
         "routing": settings.routing,
+        # Only when set, so run directories made before ablations existed still match.
+        **({"ablation": settings.ablation} if settings.ablation != "none" else {}),
     }
 
 
@@ -639,7 +647,7 @@ def _run_locked(
                     handle,
                     bar,
                     already,
-                    ctx=context_for(settings.routing, seed=settings.seed),
+                    ctx=context_for(settings.routing, seed=settings.seed, ablation=settings.ablation),
                     chat_models=chat_models,
                     trait_cache_path=out_dir / TRAITS_FILE,
                     serve=serve,

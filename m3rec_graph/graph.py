@@ -8,6 +8,10 @@ START -> prepare --Send--> mope ---------\
 `prepare` validates the request, fixes the seeded display order and reads the
 trait cache; only uncached items with text are sent to MOTE. MOPE and the MOTE
 tasks run in the same superstep, so `collect_traits` runs once both are done.
+
+The ablations (`M3RecContext.ablation`) configure this same graph: `no_mope` sends
+no MOPE task, `no_mote` no MOTE tasks, and `no_mar` goes from `collect_traits`
+straight to `rank`, which scores every candidate by profile-trait overlap.
 """
 
 import asyncio
@@ -27,9 +31,9 @@ from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_alig
 from m3rec_graph.models import ChatModelFactory, openai_chat_model
 from m3rec_graph.prompts import load_prompt
 from m3rec_graph.render import truncations
-from m3rec_graph.request import parse_request
+from m3rec_graph.request import RecommendationRequest, parse_request
 from m3rec_graph.routing import RemoteContext, get_context
-from m3rec_graph.schemas import RankedItem
+from m3rec_graph.schemas import Item, RankedItem
 from m3rec_graph.stages.mar import build_mar_graph
 from m3rec_graph.stages.mope import build_mope_graph
 from m3rec_graph.stages.mote import build_mote_graph
@@ -59,6 +63,11 @@ def shown_order(item_ids: list[str], user_id: str, seed: int) -> list[str]:
     return order
 
 
+def recent_history(request: RecommendationRequest, ctx: M3RecContext) -> list[Item]:
+    """Return the most recent history items MOPE reads (MAR too, under `no_mope`)."""
+    return request.history[-max(1, ctx.max_history_items) :] if request.history else []
+
+
 def progress(event: ProgressEvent, **fields: Any) -> dict[str, Any]:
     """Return a custom stream event (`stream_mode="custom"`); writing one is a no-op when not streaming."""
     return {"m3rec": event, **fields}
@@ -83,7 +92,9 @@ async def prepare(
     ]
     keys = {}
     for item in request.candidates:
-        if item.has_text():
+        if ctx.ablation == "no_mote":
+            traits[item.item_id] = neutral_traits("MOTE ablated")  # the configuration, not a failure
+        elif item.has_text():
             keys[item.item_id] = trait_cache_key(item, mote_model, mote_version)
         else:
             traits[item.item_id] = neutral_traits("item has no text")
@@ -107,8 +118,10 @@ async def prepare(
         "degraded": degraded,
         "truncated": truncated,
     }
-    if request.history:
-        recent = request.history[-max(1, ctx.max_history_items) :]
+    recent = recent_history(request, ctx)
+    if ctx.ablation == "no_mope":
+        update["profile"] = fallback_profile(recent)  # the configuration, not a failure
+    elif request.history:
         sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=recent)))
     else:
         update["profile"] = fallback_profile([])
@@ -121,13 +134,18 @@ async def prepare(
     return Command(update=update, goto=sends or "collect_traits")
 
 
-async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["mar"]]:
-    """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate)."""
+async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["mar", "rank"]]:
+    """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate).
+
+    The `no_mar` ablation goes straight to `rank` instead.
+    """
     ctx = get_context(runtime)
     runtime.stream_writer(progress("profile_ready", summary=state["profile"].summary))
     runtime.stream_writer(
         progress("items_encoded", encoded=len(state["traits"]), total=len(state["shown_order"]))
     )
+    if ctx.ablation == "no_mar":
+        return Command(goto="rank")
     items = {item.item_id: item for item in state["request"].candidates}
     candidates = [
         MarCandidate(item=items[i], traits=state["traits"][i]) for i in state["shown_order"]
@@ -137,6 +155,11 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
         MarTask(profile=state["profile"], candidates=candidates[i : i + size], mode=ctx.mar_mode)
         for i in range(0, len(candidates), size)
     ]
+    for task in tasks:
+        if ctx.ablation == "no_mope":
+            task["history"] = recent_history(state["request"], ctx)
+        elif ctx.ablation == "no_mote":
+            task["raw_item_text"] = True
     return Command(goto=[Send("mar", task) for task in tasks])
 
 
@@ -146,7 +169,9 @@ async def rank(state: State, runtime: Runtime[M3RecContext]) -> dict[str, Any]:
     position = {item_id: n for n, item_id in enumerate(state["shown_order"])}
     scores = dict(state.get("scores", {}))
     for item_id in state["shown_order"]:
-        if item_id not in scores:  # a MAR task that never reported: defensive, not expected
+        # Every candidate under the `no_mar` ablation; otherwise a MAR task that never
+        # reported (defensive, not expected).
+        if item_id not in scores:
             scores[item_id] = overlap_alignment(item_id, state["profile"], state["traits"][item_id])
     ordered = sorted(scores.values(), key=lambda s: (-s.score, position[s.item_id]))
     top = ordered[: request.k] if request.k else ordered
@@ -190,7 +215,7 @@ def build_graph(
     )
     builder.add_node("mope", build_mope_graph(chat_models))
     builder.add_node("mote", build_mote_graph(chat_models, cache))
-    builder.add_node("collect_traits", collect_traits, destinations=("mar",))
+    builder.add_node("collect_traits", collect_traits, destinations=("mar", "rank"))
     builder.add_node("mar", build_mar_graph(chat_models))
     builder.add_node("rank", rank)
     builder.add_edge(START, "prepare")

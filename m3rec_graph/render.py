@@ -154,3 +154,13 @@ def candidate_line(item: Item, traits: ItemTraits) -> str:
     phrases = "; ".join(clean_text(t, 80) for t in traits.traits)
     title = clean_text(item.title or item_text(item), 120)
     return f"[{item.item_id}] {title} | traits: {phrases} | strengths: {json.dumps(strengths)}"
+
+
+def history_profile_block(history: list[Item]) -> str:
+    """Render the raw history where MAR expects a profile (the `no_mope` ablation)."""
+    return "purchase history (oldest first):\n" + (history_block(history) or "(none)")
+
+
+def candidate_text_line(item: Item) -> str:
+    """Render one candidate with its item text instead of traits (the `no_mote` ablation)."""
+    return f"[{item.item_id}] {item_text(item)}"

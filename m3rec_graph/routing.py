@@ -10,7 +10,7 @@ from typing import Literal
 
 from langgraph.runtime import Runtime
 
-from m3rec_graph.context import STAGES, M3RecContext, ModelSpec, Stage, StructuredMethod
+from m3rec_graph.context import STAGES, Ablation, M3RecContext, ModelSpec, Stage, StructuredMethod
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.local.server import local_base_url
 
@@ -126,6 +126,8 @@ class RemoteContext:
     max_history_items: int | None = None
     max_schema_retries: int | None = None
     seed: int | None = None
+    ablation: Ablation | None = None
+    """`no_mope`, `no_mote` or `no_mar` (see `M3RecContext.ablation`); unset: the full pipeline."""
 
     def resolve(self) -> M3RecContext:
         """Return the `M3RecContext` these settings describe.
@@ -134,7 +136,9 @@ class RemoteContext:
             ConfigurationError: Unknown preset or stage.
         """
         overrides = parse_overrides([f"{stage}={model}" for stage, model in self.models.items()])
-        names = ("mar_mode", "mar_chunk_size", "max_history_items", "max_schema_retries", "seed")
+        names = (
+            "mar_mode", "mar_chunk_size", "max_history_items", "max_schema_retries", "seed", "ablation"
+        )
         settings = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
         return context_for(self.routing, overrides or None, **settings)
 

@@ -128,6 +128,10 @@ class MarTask(TypedDict):
     profile: MotivationProfile
     candidates: list[MarCandidate]
     mode: Literal["listwise", "pointwise"]
+    history: NotRequired[list[Item]]
+    """Set only by the `no_mope` ablation: MAR reads this raw recent history instead of the profile."""
+    raw_item_text: NotRequired[bool]
+    """True only in the `no_mote` ablation: MAR reads each candidate's text instead of its traits."""
 
 
 class MopeState(MopeTask, LoopState, total=False):

@@ -11,7 +11,12 @@ from m3rec_graph.context import M3RecContext
 from m3rec_graph.fallbacks import overlap_alignment
 from m3rec_graph.models import ChatModelFactory
 from m3rec_graph.prompts import PromptName
-from m3rec_graph.render import candidate_line, profile_block
+from m3rec_graph.render import (
+    candidate_line,
+    candidate_text_line,
+    history_profile_block,
+    profile_block,
+)
 from m3rec_graph.schemas import AlignmentScore, Judgement, PointwiseScore, listwise_answer_schema
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
 from m3rec_graph.state import MarOutput, MarState, MarTask
@@ -81,12 +86,21 @@ class MarStage(StageDefinition):
         return [c["item"].item_id for c in state["candidates"]]
 
     def variables(self, state: MarState) -> dict[str, Any]:
-        """Render the profile and the candidates (in the shown, shuffled order)."""
-        lines = [candidate_line(c["item"], c["traits"]) for c in state["candidates"]]
+        """Render the profile and the candidates (in the shown, shuffled order).
+
+        The `no_mope` ablation puts the raw history in the profile block; `no_mote`
+        shows each candidate's text instead of its traits.
+        """
+        if state.get("raw_item_text"):
+            lines = [candidate_text_line(c["item"]) for c in state["candidates"]]
+        else:
+            lines = [candidate_line(c["item"], c["traits"]) for c in state["candidates"]]
+        history = state.get("history")
+        profile = history_profile_block(history) if history is not None else profile_block(state["profile"])
         if state["mode"] == "pointwise":
-            return {"profile": profile_block(state["profile"]), "candidate": lines[0]}
+            return {"profile": profile, "candidate": lines[0]}
         return {
-            "profile": profile_block(state["profile"]),
+            "profile": profile,
             "candidates": "\n".join(lines),
             "count": len(lines),
         }

@@ -458,3 +458,19 @@ def test_cli_usage_errors_are_one_line_too(capsys: pytest.CaptureFixture[str]) -
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--users" in err
+
+
+def test_an_ablation_is_stored_in_the_settings_and_not_mixed_with_the_full_run(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    # the full pipeline's run directory refuses an ablation...
+    with pytest.raises(EvaluationError, match="different settings.*ablation"):
+        run(run_copy, fake_models(), ["m3rec"], ablation="no_mar")
+    # ...and an ablation run records it, and runs the graph configured by it
+    out, models = tmp_path / "no_mar", fake_models()
+    run(out, models, ["m3rec"], ablation="no_mar")
+    assert json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))["ablation"] == "no_mar"
+    assert {stage for _, stage, _ in models.calls} == {"mope", "mote"}
+    assert len(read_lines(out / RESULTS_FILE)) == 5
+    with pytest.raises(EvaluationError, match="unknown ablation"):
+        run(tmp_path / "bad", fake_models(), ["m3rec"], ablation="no_rank")
