@@ -4,6 +4,7 @@ Usage: `python -m m3rec_graph.local._serve MODEL.gguf PORT N_PARALLEL N_CTX N_TH
 It runs in its own process because `xllamacpp.Server` has no stop method.
 """
 
+import os
 import signal
 import sys
 import time
@@ -12,7 +13,7 @@ import xllamacpp
 
 
 def main(argv: list[str]) -> None:
-    """Start the server with the given settings and sleep until SIGTERM."""
+    """Start the server and serve until SIGTERM or until the process that started it exits."""
     model, port, n_parallel, n_ctx, n_threads = argv
     params = xllamacpp.CommonParams()
     params.model.path = model
@@ -22,11 +23,15 @@ def main(argv: list[str]) -> None:
     params.cpuparams_batch.n_threads = int(n_threads)
     params.hostnames = ["127.0.0.1"]
     params.port = int(port)
+    parent = os.getppid()
     server = xllamacpp.Server(params)
     print(f"listening on {server.listening_address}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    while True:
-        time.sleep(3600)
+    # os._exit: the native server's threads would otherwise keep the process alive.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # Exit with the process that started us, even if it was killed before it could stop us.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,30 @@ async def test_second_run_hits_the_trait_cache(local_url: str) -> None:
     second: dict[str, Any] = await graph.ainvoke(request, context=context_for("local"))  # type: ignore[call-overload]
     cached = 4 - sum(d["stage"] == "mote" for d in first["degraded"])
     assert second["usage"].stages["mote"].calls == 4 - cached
+
+
+def test_server_exits_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    """A CLI killed with SIGKILL cannot stop its server; the server must notice and exit."""
+    import signal
+    import socket
+    import time
+
+    from m3rec_graph.local.server import is_healthy
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    script = (
+        "import time; from m3rec_graph.local.server import start_server; "
+        f"start_server({url!r}); print('up', flush=True); time.sleep(600)"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None and starter.stdout.readline().strip() == "up"
+    assert is_healthy(url)
+    starter.send_signal(signal.SIGKILL)
+    starter.wait(10)
+    deadline = time.monotonic() + 15
+    while is_healthy(url, timeout_s=0.5) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not is_healthy(url)
