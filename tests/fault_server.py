@@ -43,8 +43,9 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from tests.loopback import LoopbackServer
 
 FAULT_KINDS: tuple[str, ...] = (
     "malformed_json",
@@ -366,10 +367,11 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     """The fault-injecting server (start/stop, or use as a context manager)."""
 
     def __init__(self, config: FaultConfig | None = None) -> None:
+        super().__init__()
         self.config = config or FaultConfig()
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
@@ -383,48 +385,20 @@ class FaultServer:
             else None
         )
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle -----------------------------------------------------------------------
+    thread_name = "fault-server"
 
-    def start(self) -> Self:
-        """Listen on a free port of 127.0.0.1 in a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("the fault server is already running")
+    def _make_server(self) -> _Server:
         self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-server", daemon=True)
-        self._thread.start()
-        return self
+        return _Server(self)
 
-    def stop(self) -> None:
-        """Stop serving (stalled `slow` answers are released) and close the socket."""
-        server, thread = self._server, self._thread
-        self._server, self._thread = None, None
-        self._stopping.set()
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _on_stop(self) -> None:
+        self._stopping.set()  # release stalled `slow` answers
 
     @property
     def url(self) -> str:
         """The base URL for `ModelSpec(base_url=...)` (OpenAI style, ending in `/v1`)."""
-        if self._server is None:
-            raise RuntimeError("the fault server is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"{self.root_url}/v1"
 
     # --- what happened -------------------------------------------------------------------
 

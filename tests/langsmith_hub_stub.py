@@ -26,9 +26,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.loopback import LoopbackServer
 
 NOW = "2026-11-25T00:00:00+00:00"
 TENANT = "00000000-0000-4000-8000-000000000001"
@@ -217,34 +218,20 @@ class _Handler(BaseHTTPRequestHandler):
         return (404, {"detail": "not found (fake LangSmith hub)"})
 
 
-class PromptHubStub:
+class PromptHubStub(LoopbackServer):
     """The fake hub on a free 127.0.0.1 port; `repos` holds what was pushed."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.lock = threading.Lock()
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str, int]] = []
         """(method, path, status) of every request."""
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Self:
-        self._server = _Server(("127.0.0.1", 0), self)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    def _make_server(self) -> _Server:
+        return _Server(("127.0.0.1", 0), self)
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "use `with PromptHubStub() as hub:`"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        """The hub's base URL (`Client(api_url=...)`)."""
+        return self.root_url

@@ -39,11 +39,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import zstandard
+
+from tests.loopback import LoopbackServer
 
 Run = dict[str, Any]
 """A recorded run: the LangSmith run fields (`id`, `name`, `run_type`, `parent_run_id`, ...)."""
@@ -247,7 +248,7 @@ class _RecorderHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class LangSmithRecorder:
+class LangSmithRecorder(LoopbackServer):
     """A fake LangSmith API on 127.0.0.1 (random port) that records ingested runs.
 
     Use `start()`/`stop()` or `with LangSmithRecorder() as recorder:`. Point a
@@ -263,6 +264,7 @@ class LangSmithRecorder:
                 `{"version": ..., "instance_flags": {"zstd_compression_enabled": True}}`
                 to make the client send zstd-compressed multipart bodies.
         """
+        super().__init__()
         self.info: Mapping[str, Any] = copy.deepcopy(
             dict(info if info is not None else DEFAULT_INFO)
         )
@@ -271,51 +273,16 @@ class LangSmithRecorder:
         self._feedback: list[dict[str, Any]] = []
         self._requests: list[RecordedRequest] = []
         self._unrecognised: list[str] = []
-        self._server: _RecorderServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle ------------------------------------------------------------------------
+    thread_name = "langsmith-recorder"
 
-    def start(self) -> Self:
-        """Bind a free port on 127.0.0.1 and serve in a daemon thread; return `self`."""
-        if self._server is not None:
-            raise RuntimeError("the recorder is already running")
-        self._server = _RecorderServer(("127.0.0.1", 0), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="langsmith-recorder", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket (recorded runs stay readable)."""
-        server, thread = self._server, self._thread
-        self._server, self._thread = None, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _make_server(self) -> _RecorderServer:
+        return _RecorderServer(("127.0.0.1", 0), self)
 
     @property
     def url(self) -> str:
         """The base URL to pass as `Client(api_url=...)`."""
-        if self._server is None:
-            raise RuntimeError("the recorder is not running: call start() first")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.root_url
 
     # --- ingestion (called from the server's threads) --------------------------------------
 
