@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from evals import sasrec  # noqa: E402
+from evals import sasrec as sasrec_cli  # noqa: E402
+from m3rec_graph import sasrec  # noqa: E402
 from m3rec_graph.baselines import RandomBaseline  # noqa: E402
 from m3rec_graph.datasets import (  # noqa: E402
     Dataset,
@@ -193,7 +194,7 @@ def test_cli_trains_once_then_reuses_the_checkpoint(tmp_path: Path) -> None:
     args = ["--dataset", str(BEAUTY), "--negatives", "19", "99", "--epochs", "2",
             "--hidden", "16", "--users", "50", "--n-boot", "50",
             "--model-out", str(model_path), "--out", str(out)]  # fmt: skip
-    assert sasrec.main(args) == 0
+    assert sasrec_cli.main(args) == 0
     first = json.loads(out.read_text())
     assert model_path.exists() and not first["loaded_checkpoint"]
     assert first["training"]["epochs_run"] == 2
@@ -201,8 +202,8 @@ def test_cli_trains_once_then_reuses_the_checkpoint(tmp_path: Path) -> None:
     assert all(e["users"] == 50 for e in first["evaluations"])
     metrics = first["evaluations"][0]["metrics"]
     assert set(metrics) == {"HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR"}
-    assert sasrec.main(args) == 0
+    assert sasrec_cli.main(args) == 0
     second = json.loads(out.read_text())
     assert second["loaded_checkpoint"]
     assert second["evaluations"][0]["ranks"] == first["evaluations"][0]["ranks"]
-    assert sasrec.main([*args[:-4], "--hidden", "8", *args[-4:]]) == 2  # other settings
+    assert sasrec_cli.main([*args[:-4], "--hidden", "8", *args[-4:]]) == 2  # other settings
