@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-import m3rec_graph.sasrec  # noqa: F401  (imports torch without its numpy warning)
 from m3rec_graph.datasets import build_requests, load_dataset
 from m3rec_graph.metrics import metric_names
 from m3rec_graph.sasrec import (
