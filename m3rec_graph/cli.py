@@ -1,4 +1,4 @@
-"""The `m3rec` command line: recommend, demo, serve, fetch-model, graph, cost, encode-items, prompts.
+"""The `m3rec` command line: recommend, demo, eval, serve, fetch-model, graph, cost, encode-items, prompts.
 
 Bad input ends with a one-line message and exit code 2; provider or server
 trouble with exit code 1. Neither prints a traceback.
@@ -36,6 +36,7 @@ from m3rec_graph.costing import (
 from m3rec_graph.datasets import build_requests, load_dataset
 from m3rec_graph.demo import run_demo
 from m3rec_graph.errors import ConfigurationError, InvalidRequestError, M3RecError
+from m3rec_graph.eval_cli import add_eval_parser
 from m3rec_graph.graph import M3RecGraph, build_graph
 from m3rec_graph.local.model import ensure_model
 from m3rec_graph.local.server import ServerSettings, start_server
@@ -137,7 +138,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     url = f"http://127.0.0.1:{args.port}/v1"
     started = time.perf_counter()
     server = start_server(url, ServerSettings(n_parallel=args.parallel, n_threads=args.threads))
-    print(f"local model server ready at {url} after {time.perf_counter() - started:.1f} s", flush=True)
+    print(
+        f"local model server ready at {url} after {time.perf_counter() - started:.1f} s", flush=True
+    )
     print("set M3REC_LOCAL_URL to this URL if you changed the port; Ctrl-C stops it", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -200,25 +203,35 @@ def cmd_encode_items(args: argparse.Namespace) -> None:
     """Write MOTE requests as an OpenAI Batch API file, or ingest a batch's results into the trait cache."""
     if args.ingest:
         if not args.requests:
-            _fail("--ingest needs --requests FILE.jsonl (the file --batch-api wrote; its manifest sits next to it)",
-                  EXIT_BAD_INPUT)
+            _fail(
+                "--ingest needs --requests FILE.jsonl (the file --batch-api wrote; its manifest sits next to it)",
+                EXIT_BAD_INPUT,
+            )
         manifest = BatchManifest.read(manifest_path(Path(args.requests)))
         ctx = context_for("gpt-4o", {"mote": manifest.model})
         report = ingest_mote_results(Path(args.ingest), manifest, _trait_cache(args), ctx)
         print(format_ingest_report(report))
         return
     if not args.batch_api:
-        _fail("pass --batch-api to write a Batch API file (synchronous encoding is what `recommend` does)",
-              EXIT_BAD_INPUT)
+        _fail(
+            "pass --batch-api to write a Batch API file (synchronous encoding is what `recommend` does)",
+            EXIT_BAD_INPUT,
+        )
     if not args.dataset or not args.out:
         _fail("--batch-api needs --dataset PATH and --out FILE.jsonl", EXIT_BAD_INPUT)
     dataset = load_dataset(args.dataset)
     if args.users:
         cases = build_requests(
-            dataset, n_users=args.users, n_negatives=args.negatives, seed=args.seed, cold_start=args.cold_start
+            dataset,
+            n_users=args.users,
+            n_negatives=args.negatives,
+            seed=args.seed,
+            cold_start=args.cold_start,
         )
         items = [item for case in cases for item in case.candidates]
-        scope = f"the candidates of {len(cases):,} users ({args.negatives} negatives, seed {args.seed})"
+        scope = (
+            f"the candidates of {len(cases):,} users ({args.negatives} negatives, seed {args.seed})"
+        )
     else:
         items = list(dataset.items.values())
         scope = f"every item of {dataset.name}"
@@ -273,14 +286,26 @@ def _prompts_action(client: Any, args: argparse.Namespace) -> None:
     if args.action == "push":
         for pushed in push_prompts(client, names, tag=args.tag):
             where = pushed.url or "unchanged on the hub"
-            print(f"{pushed.prompt}: pushed as {pushed.hub_name} (file version {pushed.version}): {where}")
+            print(
+                f"{pushed.prompt}: pushed as {pushed.hub_name} (file version {pushed.version}): {where}"
+            )
         return
     directory = Path(args.dir) if args.dir else None
     for pulled in pull_prompts(client, names, tag=args.tag, directory=directory):
-        state = f"updated {pulled.path}" if pulled.changed else f"{pulled.path} already has this wording"
+        state = (
+            f"updated {pulled.path}"
+            if pulled.changed
+            else f"{pulled.path} already has this wording"
+        )
         commit = f" commit {pulled.commit[:12]}" if pulled.commit else ""
-        note = f"; the hub version drops {', '.join(pulled.dropped_variables)}" if pulled.dropped_variables else ""
-        print(f"{pulled.prompt}: pulled {pulled.ref}{commit}: {state} (version {pulled.version}){note}")
+        note = (
+            f"; the hub version drops {', '.join(pulled.dropped_variables)}"
+            if pulled.dropped_variables
+            else ""
+        )
+        print(
+            f"{pulled.prompt}: pulled {pulled.ref}{commit}: {state} (version {pulled.version}){note}"
+        )
 
 
 def _routing_options(parser: argparse.ArgumentParser) -> None:
@@ -290,7 +315,10 @@ def _routing_options(parser: argparse.ArgumentParser) -> None:
         help="model routing preset (default: hybrid with OPENAI_API_KEY, else local)",
     )
     parser.add_argument(
-        "--model", action="append", metavar="STAGE=NAME", help="per-stage override, e.g. mar=gpt-4o-mini"
+        "--model",
+        action="append",
+        metavar="STAGE=NAME",
+        help="per-stage override, e.g. mar=gpt-4o-mini",
     )
     parser.add_argument("--mar-mode", choices=["listwise", "pointwise"], default="listwise")
     parser.add_argument(
@@ -300,13 +328,17 @@ def _routing_options(parser: argparse.ArgumentParser) -> None:
         help="use a LangSmith hub prompt for one stage in this run, e.g. mar=m3rec-mar:staging",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the candidate display order")
-    parser.add_argument("--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)")
+    parser.add_argument(
+        "--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
+    )
     parser.add_argument("--no-cache", action="store_true", help="keep traits in memory only")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of `m3rec`."""
-    parser = argparse.ArgumentParser(prog="m3rec", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="m3rec", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     rec = sub.add_parser("recommend", help="rank the candidates of one request (JSON in, JSON out)")
@@ -319,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=3)
     _routing_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    add_eval_parser(sub)
 
     serve = sub.add_parser("serve", help="run the local model server")
     serve.add_argument("--port", type=int, default=8765)
@@ -334,50 +368,88 @@ def build_parser() -> argparse.ArgumentParser:
     draw.set_defaults(func=cmd_graph)
 
     cost = sub.add_parser(
-        "cost", help="estimate tokens and USD per stage of routing presets (--dry-run: offline, no key)"
+        "cost",
+        help="estimate tokens and USD per stage of routing presets (--dry-run: offline, no key)",
     )
-    cost.add_argument("--dataset", required=True, help="dataset directory (interactions.csv + items.jsonl)")
+    cost.add_argument(
+        "--dataset", required=True, help="dataset directory (interactions.csv + items.jsonl)"
+    )
     cost.add_argument("--users", type=int, required=True, help="users to sample (all if fewer)")
-    cost.add_argument("--presets", default="hybrid,gpt-4o,gpt-3.5", help=f"comma-separated, from {', '.join(PRESETS)}")
+    cost.add_argument(
+        "--presets",
+        default="hybrid,gpt-4o,gpt-3.5",
+        help=f"comma-separated, from {', '.join(PRESETS)}",
+    )
     cost.add_argument("--negatives", type=int, default=99, help="negatives per user (19 or 99)")
     cost.add_argument("--mar-mode", choices=["listwise", "pointwise", "both"], default="listwise")
-    cost.add_argument("--dry-run", action="store_true", help="estimate offline from the real prompts")
-    cost.add_argument("--seed", type=int, default=0, help="user/candidate sample and shown-order seed")
+    cost.add_argument(
+        "--dry-run", action="store_true", help="estimate offline from the real prompts"
+    )
+    cost.add_argument(
+        "--seed", type=int, default=0, help="user/candidate sample and shown-order seed"
+    )
     cost.add_argument("--cold-start", type=int, help="keep only the last N history items")
     cost.add_argument("--chunk-size", type=int, default=10, help="candidates per listwise MAR call")
-    cost.add_argument("--no-schema-tokens", action="store_true", help="do not count the answer schemas as input")
+    cost.add_argument(
+        "--no-schema-tokens", action="store_true", help="do not count the answer schemas as input"
+    )
     cost.add_argument(
         "--output-tokens",
         metavar="STAGE=N,...",
         help="measured output tokens per call (MOPE, MOTE) or per scored candidate (MAR), instead of the size model",
     )
-    cost.add_argument("--cache", help="trait cache SQLite file whose items count as already encoded")
+    cost.add_argument(
+        "--cache", help="trait cache SQLite file whose items count as already encoded"
+    )
     cost.add_argument("--json", help="also write the report as JSON to this file")
     cost.set_defaults(func=cmd_cost)
 
     enc = sub.add_parser(
-        "encode-items", help="MOTE through the OpenAI Batch API: write the requests, or ingest the results"
+        "encode-items",
+        help="MOTE through the OpenAI Batch API: write the requests, or ingest the results",
     )
     enc.add_argument("--dataset", help="dataset directory (with --batch-api)")
-    enc.add_argument("--users", type=int, help="only the candidates of N sampled users (default: every item)")
+    enc.add_argument(
+        "--users", type=int, help="only the candidates of N sampled users (default: every item)"
+    )
     enc.add_argument("--negatives", type=int, default=99, help="negatives per user, with --users")
     enc.add_argument("--seed", type=int, default=0, help="user/candidate sample seed, with --users")
-    enc.add_argument("--cold-start", type=int, help="history cut, with --users (does not change the items)")
+    enc.add_argument(
+        "--cold-start", type=int, help="history cut, with --users (does not change the items)"
+    )
     enc.add_argument("--batch-api", action="store_true", help="write a Batch API requests file")
-    enc.add_argument("--out", help="the requests file to write (FILE.jsonl; FILE.manifest.json goes next to it)")
-    enc.add_argument("--ingest", metavar="RESULTS.jsonl", help="a Batch API output file to load into the trait cache")
+    enc.add_argument(
+        "--out", help="the requests file to write (FILE.jsonl; FILE.manifest.json goes next to it)"
+    )
+    enc.add_argument(
+        "--ingest",
+        metavar="RESULTS.jsonl",
+        help="a Batch API output file to load into the trait cache",
+    )
     enc.add_argument("--requests", help="with --ingest: the requests file the batch was made from")
-    enc.add_argument("--routing", choices=sorted(PRESETS), help="preset whose MOTE model encodes (default: hybrid)")
+    enc.add_argument(
+        "--routing",
+        choices=sorted(PRESETS),
+        help="preset whose MOTE model encodes (default: hybrid)",
+    )
     enc.add_argument("--model", action="append", metavar="STAGE=NAME", help="e.g. mote=gpt-4o-mini")
-    enc.add_argument("--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)")
-    enc.add_argument("--no-cache", action="store_true", help="with --batch-api: ignore what is already cached")
+    enc.add_argument(
+        "--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
+    )
+    enc.add_argument(
+        "--no-cache", action="store_true", help="with --batch-api: ignore what is already cached"
+    )
     enc.set_defaults(func=cmd_encode_items)
 
-    hub = sub.add_parser("prompts", help="push prompts to / pull them from the LangSmith prompt hub")
+    hub = sub.add_parser(
+        "prompts", help="push prompts to / pull them from the LangSmith prompt hub"
+    )
     hub.add_argument("action", choices=["push", "pull"])
     hub.add_argument("names", nargs="*", help="prompt files or hub names (default: all four)")
     hub.add_argument("--tag", help="push: tag the new commits; pull: the tag (or commit) to pull")
-    hub.add_argument("--dir", help="pull: the prompts directory to write (default: the package's prompts/)")
+    hub.add_argument(
+        "--dir", help="pull: the prompts directory to write (default: the package's prompts/)"
+    )
     hub.set_defaults(func=cmd_prompts)
     return parser
 

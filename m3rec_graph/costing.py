@@ -251,7 +251,7 @@ class CostSettings:
     seed: int = 0
     """Seeds the user sample, the candidates and the shown order (as in the evaluation harness)."""
     cold_start: int | None = None
-    """Keep only the last N history items (as `run_eval.py --cold-start`)."""
+    """Keep only the last N history items (as the cold-start slice of `m3rec eval`)."""
     chunk_size: int = 10
     """Candidates per listwise MAR call (`M3RecContext.mar_chunk_size`)."""
     include_schema: bool = True

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 
@@ -31,6 +31,10 @@ from m3rec_graph.schemas import Item
 
 INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.jsonl"
+
+NegativeSampling = Literal["uniform", "popularity"]
+NEGATIVE_SAMPLING: tuple[NegativeSampling, ...] = ("uniform", "popularity")
+"""How test negatives are drawn: uniformly, or in proportion to item popularity."""
 REQUIRED_COLUMNS = ("user_id", "item_id", "position")
 
 
@@ -340,6 +344,7 @@ def build_requests(
     seed: int = 0,
     history_len: int | None = None,
     cold_start: int | None = None,
+    sampling: NegativeSampling = "uniform",
 ) -> list[EvalCase]:
     """Build leave-one-out test cases for `n_users` users sampled with `seed`.
 
@@ -349,7 +354,9 @@ def build_requests(
     the last `history_len` items and, when `cold_start` is set, to the last
     `cold_start` items (the smaller limit wins). Candidates are sampled with an
     rng seeded by `(seed, user_id)`, so they do not depend on the history cut or
-    on which other users were drawn.
+    on which other users were drawn. `sampling="popularity"` draws the negatives
+    with probability proportional to their interaction counts (harder negatives
+    than uniform ones, which are mostly unpopular items).
 
     Raises:
         ValueError: A count is not positive.
@@ -365,6 +372,9 @@ def build_requests(
 
     eligible = sorted(u for u, seq in dataset.sequences.items() if len(seq) >= 2)
     users = random.Random(seed).sample(eligible, min(n_users, len(eligible)))
+    if sampling not in NEGATIVE_SAMPLING:
+        raise ValueError(f"sampling must be one of {', '.join(NEGATIVE_SAMPLING)}, got {sampling!r}")
+    popularity = item_popularity(dataset) if sampling == "popularity" else None
     cases: list[EvalCase] = []
     for user_id in users:
         split = split_leave_one_out(dataset.sequences[user_id])
@@ -372,7 +382,12 @@ def build_requests(
         if keep is not None:
             history_ids = history_ids[-keep:]
         candidate_ids = sample_candidates(
-            dataset, user_id, split.test_target, n_negatives, random.Random(f"{seed}:{user_id}")
+            dataset,
+            user_id,
+            split.test_target,
+            n_negatives,
+            random.Random(f"{seed}:{user_id}"),
+            popularity,
         )
         cases.append(
             EvalCase(

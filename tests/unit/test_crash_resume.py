@@ -1,6 +1,6 @@
 """Batch evaluation survives SIGKILL: a rerun finishes with the uninterrupted results, re-asking nothing done.
 
-`evals/run_eval.py` runs the real graph through ChatOpenAI (`--routing gpt-4o-mini`)
+`m3rec eval` runs the real graph through ChatOpenAI (`--methods m3rec:gpt-4o-mini`)
 against `tests.fault_server.FaultServer` on 127.0.0.1 (no faults, every request
 held `DELAY_S` so the run can be killed in the middle). The server records every
 request body; each is attributed from its prompt: a MOPE request to the user whose
@@ -8,7 +8,7 @@ history it shows, a MAR request to the user whose candidates it shows, a MOTE
 request to the item it encodes. A `sitecustomize` refuses (and logs) any
 connection beyond the loopback, so the runs are also proven offline.
 
-The harness works through users one at a time, so at most one user is in flight
+The runs use `--concurrency 1` (one user at a time), so at most one user is in flight
 when the process dies; that user's MOTE answers already in the trait cache are
 kept, the rest of its work is redone.
 """
@@ -39,6 +39,7 @@ DELAY_S = 0.05
 RUN_TIMEOUT_S = 60.0
 DETERMINISTIC = (
     "method",
+    "slice",
     "user_id",
     "rank",
     "n_candidates",
@@ -51,11 +52,11 @@ DETERMINISTIC = (
 may be lower for the user in flight, whose finished MOTE answers were cached)."""
 
 
-def command(out: Path, methods: str = "m3rec") -> list[str]:
+def command(out: Path, methods: str = "m3rec:gpt-4o-mini") -> list[str]:
     return [
-        sys.executable, "evals/run_eval.py", "--dataset", "tests/fixtures/beauty_small",
+        sys.executable, "-m", "m3rec_graph.cli", "eval", "--dataset", "tests/fixtures/beauty_small",
         "--users", str(USERS), "--negatives", str(NEGATIVES), "--methods", methods,
-        "--routing", "gpt-4o-mini", "--out", str(out), "--n-boot", "50",
+        "--concurrency", "1", "--out", str(out), "--n-boot", "50", "--no-plots",
     ]  # fmt: skip
 
 
@@ -81,7 +82,7 @@ def environment(server: FaultServer, tmp: Path, name: str) -> dict[str, str]:
 
 
 def start(
-    out: Path, env: dict[str, str], log: Path, methods: str = "m3rec"
+    out: Path, env: dict[str, str], log: Path, methods: str = "m3rec:gpt-4o-mini"
 ) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:
         return subprocess.Popen(
@@ -291,10 +292,10 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_runs(tmp_
     # seconds after its random results are written, longer than the second takes to start.
     with FaultServer(FaultConfig(delay_s=0.4)) as server:
         env = environment(server, tmp_path, "shared")
-        first = start(out, env, log, methods="random,m3rec")
+        first = start(out, env, log, methods="random,m3rec:gpt-4o-mini")
         wait_for_lines(out / "results.jsonl", first, USERS, log)  # random done: the lock is held
         second = subprocess.run(
-            command(out, "random,m3rec"), cwd=ROOT, env=env, capture_output=True, text=True,
+            command(out, "random,m3rec:gpt-4o-mini"), cwd=ROOT, env=env, capture_output=True, text=True,
             timeout=RUN_TIMEOUT_S,
         )  # fmt: skip
         other_log.write_text(second.stdout + second.stderr)
@@ -312,7 +313,7 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_runs(tmp_
     assert len(pairs) == len(set(pairs)) == 2 * USERS
     assert requests <= 12 * USERS  # one run's worth (1 MOPE + <= 10 MOTE + 1 MAR per user)
     # Once the first is done the directory is free again: a rerun resumes (nothing to do).
-    subprocess.run(command(out, "random,m3rec"), cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(command(out, "random,m3rec:gpt-4o-mini"), cwd=ROOT, env=env, check=True, capture_output=True)
     assert len(result_lines(out / "results.jsonl")) == 2 * USERS
 
 

@@ -1,6 +1,5 @@
 """The evaluation harness: metrics, baselines, fixed candidate sets, resumable results, the CLI."""
 
-import importlib.util
 import io
 import json
 import math
@@ -9,12 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from m3rec_graph import evaluation
+from m3rec_graph import cli
 from m3rec_graph.baselines import PopularityBaseline, RandomBaseline, training_popularity
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.datasets import EvalCase, item_popularity, load_dataset
@@ -25,11 +23,14 @@ from m3rec_graph.evaluation import (
     EvalRun,
     EvalSettings,
     EvaluationError,
+    MethodSpec,
     chance_metrics,
+    parse_method,
     parse_methods,
     prepare_cases,
     read_results,
     run_evaluation,
+    store,
 )
 from m3rec_graph.metrics import (
     MetricSummary,
@@ -47,15 +48,7 @@ from tests.fakes import ScriptedModels, default_responder, history_ids_in
 
 ROOT = Path(__file__).parents[2]
 BEAUTY = ROOT / "tests" / "fixtures" / "beauty_small"
-ALL_METHODS = ["random", "popularity", "m3rec"]
-
-
-def load_cli() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_eval", ROOT / "evals" / "run_eval.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+ALL_METHODS = ["random", "popularity", "m3rec:hybrid"]
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
@@ -89,27 +82,42 @@ def test_single_user_metrics_match_hand_computed_values() -> None:
 
 def test_metric_names_cover_hr_ndcg_and_mrr() -> None:
     assert metric_names() == [
-        "HR@1", "HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR",
+        "HR@1",
+        "HR@5",
+        "HR@10",
+        "HR@20",
+        "NDCG@5",
+        "NDCG@10",
+        "NDCG@20",
+        "MRR",
     ]
     assert user_metrics(3) == {
-        "HR@1": 0.0, "HR@5": 1.0, "HR@10": 1.0, "HR@20": 1.0,
-        "NDCG@5": 0.5, "NDCG@10": 0.5, "NDCG@20": 0.5, "MRR": pytest.approx(1 / 3),
+        "HR@1": 0.0,
+        "HR@5": 1.0,
+        "HR@10": 1.0,
+        "HR@20": 1.0,
+        "NDCG@5": 0.5,
+        "NDCG@10": 0.5,
+        "NDCG@20": 0.5,
+        "MRR": pytest.approx(1 / 3),
     }
 
 
 def test_summarise_means_match_hand_computed_values() -> None:
     summary = summarise([1, 3, 7, 15], (1, 5, 10, 20))
     means = {name: s.mean for name, s in summary.items()}
-    assert means == pytest.approx({
-        "HR@1": 0.25,
-        "HR@5": 0.5,
-        "HR@10": 0.75,
-        "HR@20": 1.0,
-        "NDCG@5": (1 + 0.5) / 4,
-        "NDCG@10": (1 + 0.5 + 1 / 3) / 4,
-        "NDCG@20": (1 + 0.5 + 1 / 3 + 0.25) / 4,
-        "MRR": (1 + 1 / 3 + 1 / 7 + 1 / 15) / 4,
-    })
+    assert means == pytest.approx(
+        {
+            "HR@1": 0.25,
+            "HR@5": 0.5,
+            "HR@10": 0.75,
+            "HR@20": 1.0,
+            "NDCG@5": (1 + 0.5) / 4,
+            "NDCG@10": (1 + 0.5 + 1 / 3) / 4,
+            "NDCG@20": (1 + 0.5 + 1 / 3 + 0.25) / 4,
+            "MRR": (1 + 1 / 3 + 1 / 7 + 1 / 15) / 4,
+        }
+    )
     for s in summary.values():
         assert 0.0 <= s.low <= s.mean <= s.high <= 1.0
 
@@ -171,12 +179,17 @@ def write_dataset(root: Path, sequences: dict[str, list[str]]) -> Path:
 def test_popularity_counts_only_training_interactions(tmp_path: Path) -> None:
     # h1 and h2 are the most interacted-with items overall, but only ever as a
     # validation or test item (the last two positions), so they are held out.
-    dataset = load_dataset(write_dataset(tmp_path / "tiny", {
-        "u1": ["a", "b", "h1", "h2"],
-        "u2": ["a", "c", "h1", "h2"],
-        "u3": ["b", "c", "h2", "h1"],
-        "u4": ["z", "d", "h1", "h2"],
-    }))
+    dataset = load_dataset(
+        write_dataset(
+            tmp_path / "tiny",
+            {
+                "u1": ["a", "b", "h1", "h2"],
+                "u2": ["a", "c", "h1", "h2"],
+                "u3": ["b", "c", "h2", "h1"],
+                "u4": ["z", "d", "h1", "h2"],
+            },
+        )
+    )
     assert item_popularity(dataset).most_common(2) == [("h1", 4), ("h2", 4)]
     counts = training_popularity(dataset)
     assert counts == {"a": 2, "b": 2, "c": 2, "z": 1, "d": 1}
@@ -200,20 +213,33 @@ def test_baselines_ignore_the_target() -> None:
 
 
 def test_parse_methods() -> None:
-    assert parse_methods("random, popularity,random") == ["random", "popularity"]
-    with pytest.raises(EvaluationError, match="unknown method 'sasrec'"):
-        parse_methods("random,sasrec")
+    keys = [m.key for m in parse_methods("random, popularity,random,sasrec,text")]
+    assert keys == ["random", "popularity", "sasrec", "text"]
+    assert parse_method("m3rec:gpt-4o") == MethodSpec("m3rec", "gpt-4o")
+    assert parse_method("m3rec:local:no_mope").key == "m3rec:local:no_mope"
+    assert parse_method("m3rec:no_mar:hybrid") == MethodSpec("m3rec", "hybrid", "no_mar")
+    with pytest.raises(EvaluationError, match="unknown method 'bert4rec'"):
+        parse_methods("random,bert4rec")
+    with pytest.raises(EvaluationError, match="cannot read 'gpt-5'"):
+        parse_method("m3rec:gpt-5")
+    with pytest.raises(EvaluationError, match="takes no options"):
+        parse_method("random:local")
     with pytest.raises(EvaluationError):
         parse_methods(" , ")
+
+
+def test_bare_m3rec_resolves_to_the_machine_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert parse_method("m3rec").key == "m3rec:local"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert parse_method("m3rec").key == "m3rec:hybrid"
 
 
 # --------------------------------------------------------------------------- the harness
 
 
 def settings(**changes: Any) -> EvalSettings:
-    base: dict[str, Any] = {
-        "dataset": BEAUTY, "users": 5, "negatives": 9, "seed": 0, "routing": "hybrid",
-    }
+    base: dict[str, Any] = {"dataset": BEAUTY, "users": 5, "negatives": 9, "seed": 0}
     return EvalSettings(**{**base, **changes})
 
 
@@ -231,15 +257,25 @@ def fake_models() -> ScriptedModels:
     return ScriptedModels(default_responder(score_of=lambda i: sum(map(ord, i)) % 11))
 
 
-def run(out: Path, models: ScriptedModels, methods: list[str] | None = None, **changes: Any) -> EvalRun:
+def run(
+    out: Path,
+    models: ScriptedModels,
+    methods: list[str] | None = None,
+    *,
+    cold_start: int | None = None,
+    progress: io.StringIO | None = None,
+    **changes: Any,
+) -> EvalRun:
     return run_evaluation(
         settings(**changes),
-        methods or ALL_METHODS,
+        parse_methods(",".join(methods or ALL_METHODS)),
         out,
+        cold_start=cold_start,
         chat_models=models,
         serve=Served([]),
-        progress=io.StringIO(),
+        progress=progress or io.StringIO(),
         n_boot=200,
+        plots=False,
     )
 
 
@@ -257,7 +293,15 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
     out = tmp_path_factory.mktemp("runs") / "beauty5"
     models, served, progress = fake_models(), Served([]), io.StringIO()
     result = run_evaluation(
-        settings(), ALL_METHODS, out, chat_models=models, serve=served, progress=progress, n_boot=200
+        settings(),
+        parse_methods(",".join(ALL_METHODS)),
+        out,
+        cold_start=2,
+        chat_models=models,
+        serve=served,
+        progress=progress,
+        n_boot=200,
+        plots=False,
     )
     return FirstRun(out, models, result, progress.getvalue(), served)
 
@@ -269,28 +313,35 @@ def run_copy(first_run: FirstRun, tmp_path: Path) -> Path:
     return out
 
 
-def test_one_result_line_per_method_and_user(first_run: FirstRun) -> None:
+SLICES = ["full", "cold-start-2"]
+
+
+def test_one_result_line_per_method_slice_and_user(first_run: FirstRun) -> None:
     cases = read_lines(first_run.out / CANDIDATES_FILE)
     results = read_lines(first_run.out / RESULTS_FILE)
     assert len(cases) == 5
-    assert len(results) == 3 * 5
-    assert sorted((r["method"], r["user_id"]) for r in results) == sorted(
-        (m, c["user_id"]) for m in ALL_METHODS for c in cases
+    assert len(results) == 3 * 2 * 5
+    assert sorted((r["method"], r["slice"], r["user_id"]) for r in results) == sorted(
+        (m, s, c["user_id"]) for m in ALL_METHODS for s in SLICES for c in cases
     )
-    assert first_run.run.computed == {"random": 5, "popularity": 5, "m3rec": 5}
-    m3rec = [r for r in results if r["method"] == "m3rec"]
+    assert first_run.run.computed == {(m, s): 5 for m in ALL_METHODS for s in SLICES}
+    m3rec = [r for r in results if r["method"] == "m3rec:hybrid"]
     for record in m3rec:
         assert record["total_tokens"] == record["llm_calls"] * 110  # the fakes report 100 + 10
         assert record["cost_usd"] > 0
         assert record["degraded"] == 0
         assert record["seconds"] > 0
-        assert record["routing"] == "hybrid"
-    assert "m3rec 5/5" in first_run.progress and "random 5/5" in first_run.progress
-    # the models were served once, with the run's seed as the display-order seed
-    assert [ctx.seed for ctx in first_run.served.contexts] == [0]
+        assert record["routing"] == "hybrid" and record["ablation"] == "none"
+        assert set(record["prompts"]) == {"mope", "mote", "mar_listwise"}
+        assert set(record["stages"]) == {"mope", "mote", "mar"}
+    assert "m3rec:hybrid [full] 5/5 users (100%)" in first_run.progress
+    assert "random [cold-start-2] 5/5 users" in first_run.progress
+    assert "tokens | $" in first_run.progress  # the m3rec bar shows tokens and cost so far
+    # the models were served once per slice, with the run's seed as the display-order seed
+    assert [ctx.seed for ctx in first_run.served.contexts] == [0, 0]
 
 
-def test_every_method_ranks_the_same_candidates(first_run: FirstRun) -> None:
+def test_every_method_and_slice_ranks_the_same_candidates(first_run: FirstRun) -> None:
     cases = {c["user_id"]: c for c in read_lines(first_run.out / CANDIDATES_FILE)}
     for case in cases.values():
         assert len(case["candidates"]) == 10
@@ -300,49 +351,70 @@ def test_every_method_ranks_the_same_candidates(first_run: FirstRun) -> None:
         case = cases[record["user_id"]]
         assert sorted(record["ranking"]) == sorted(case["candidates"])
         assert record["rank"] == record["ranking"].index(case["target_id"]) + 1
-    # m3rec profiled exactly the stored histories (the target never among them)
+    # m3rec profiled exactly the stored histories, and their last two items in the cold slice
     profiled = sorted(history_ids_in(p) for _, _, p in first_run.models.stage_calls("mope"))
-    assert profiled == sorted(c["history"] for c in cases.values())
+    expected = [c["history"] for c in cases.values()] + [c["history"][-2:] for c in cases.values()]
+    assert profiled == sorted(expected)
 
 
-def test_report_has_a_table_per_method(first_run: FirstRun) -> None:
+def test_the_cold_slice_reuses_the_traits_of_the_full_one(first_run: FirstRun) -> None:
+    encoded = [p for _, _, p in first_run.models.stage_calls("mote")]
+    assert len(encoded) == len(set(encoded))  # each item encoded once across both slices
+
+
+def test_report_and_results_json(first_run: FirstRun) -> None:
     report = (first_run.out / "report.md").read_text(encoding="utf-8")
     assert report == first_run.run.report
+    assert "## full" in report and "## cold-start-2" in report
     for method in ALL_METHODS:
-        assert f"## {method} (5 users)" in report
-    assert "| HR@10 | 1.0000 | [1.0000, 1.0000] | 1.0000 |" in report  # 10 candidates
-    assert "| tokens/user |" in report and "| cost/user (USD) |" in report
-    assert report.count("| seconds/user |") == 3
-    assert [r.method for r in first_run.run.reports] == ALL_METHODS
+        assert report.count(f"| {method} | 5 | ") == 2
+    # 10 candidates: every method hits within 10
+    assert report.count("| 1.0000 [1.0000, 1.0000] |") == 6
+    assert {s: [r.method for r in rs] for s, rs in first_run.run.reports.items()} == dict.fromkeys(
+        SLICES, ALL_METHODS
+    )
+    doc = json.loads((first_run.out / "results.json").read_text(encoding="utf-8"))
+    assert doc["settings"]["negatives"] == 9 and doc["settings"]["seed"] == 0
+    assert doc["versions"]["langgraph"] and doc["machine"]["cpu_count"]
+    m3rec = doc["slices"]["cold-start-2"]["m3rec:hybrid"]
+    assert m3rec["users"] == 5 and m3rec["config"]["routing"] == "hybrid"
+    assert m3rec["metrics"]["HR@10"] == {"mean": 1.0, "low": 1.0, "high": 1.0}
+    ranks = [
+        r["rank"]
+        for r in read_lines(first_run.out / RESULTS_FILE)
+        if r["method"] == "random" and r["slice"] == "full"
+    ]
+    assert doc["slices"]["full"]["random"]["metrics"]["MRR"]["mean"] == pytest.approx(
+        sum(1 / r for r in ranks) / len(ranks)
+    )
 
 
 def test_resume_recomputes_only_the_missing_lines(run_copy: Path, first_run: FirstRun) -> None:
     results_path = run_copy / RESULTS_FILE
     lines = results_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    results_path.write_text("".join(lines[:-3]), encoding="utf-8")
-    removed = [json.loads(line) for line in lines[-3:]]
-    assert {r["method"] for r in removed} == {"m3rec"}
+    keep = [line for line in lines if '"cold-start-2"' not in line or "m3rec" not in line]
+    removed = [json.loads(line) for line in lines if line not in keep][2:]
+    results_path.write_text(
+        "".join(line for line in lines if json.loads(line) not in removed), encoding="utf-8"
+    )
+    assert len(removed) == 3 and {r["method"] for r in removed} == {"m3rec:hybrid"}
 
     models = fake_models()
-    resumed = run(run_copy, models)
+    resumed = run(run_copy, models, cold_start=2)
 
-    assert resumed.computed == {"random": 0, "popularity": 0, "m3rec": 3}
+    assert resumed.computed[("m3rec:hybrid", "cold-start-2")] == 3
+    assert sum(resumed.computed.values()) == 3
     histories = {c["user_id"]: c["history"] for c in read_lines(run_copy / CANDIDATES_FILE)}
     profiled = sorted(history_ids_in(p) for _, _, p in models.stage_calls("mope"))
-    assert profiled == sorted(histories[r["user_id"]] for r in removed)
+    assert profiled == sorted(histories[r["user_id"]][-2:] for r in removed)
     assert len(models.stage_calls("mar")) == 3  # one listwise chunk of 10 per user
     assert models.stage_calls("mote") == []  # traits came from the run's SQLite cache
-    after = results_path.read_text(encoding="utf-8").splitlines(keepends=True)
-    assert after[:-3] == lines[:-3]
-    assert len(after) == 15
-    redone = [json.loads(line) for line in after[-3:]]
-    assert [(r["user_id"], r["ranking"]) for r in redone] == [
-        (r["user_id"], r["ranking"]) for r in removed
-    ]
+    redone = {r["user_id"]: r["ranking"] for r in read_lines(results_path)[-3:]}
+    assert redone == {r["user_id"]: r["ranking"] for r in removed}
 
     # a complete run resumes to nothing at all
     idle = fake_models()
-    assert run(run_copy, idle).computed == {"random": 0, "popularity": 0, "m3rec": 0}
+    assert sum(run(run_copy, idle, cold_start=2).computed.values()) == 0
     assert idle.calls == []
 
 
@@ -350,12 +422,24 @@ def test_a_line_cut_off_by_a_crash_is_recomputed(run_copy: Path) -> None:
     results_path = run_copy / RESULTS_FILE
     text = results_path.read_text(encoding="utf-8")
     results_path.write_text(text[: len(text) - 40], encoding="utf-8")  # half the last line
-    assert len(read_results(results_path)) == 14
+    assert len(read_results(results_path)) == 29
     assert results_path.read_text(encoding="utf-8").endswith("\n")
     models = fake_models()
-    assert run(run_copy, models).computed["m3rec"] == 1
+    assert run(run_copy, models, cold_start=2).computed[("m3rec:hybrid", "cold-start-2")] == 1
     assert len(models.stage_calls("mope")) == 1
-    assert len(read_lines(results_path)) == 15
+    assert len(read_lines(results_path)) == 30
+
+
+def test_methods_can_be_added_to_a_finished_run(run_copy: Path) -> None:
+    more = run(run_copy, fake_models(), ["text", "m3rec:hybrid:no_mar"])
+    assert more.computed == {("text", "full"): 5, ("m3rec:hybrid:no_mar", "full"): 5}
+    # the report still covers every method and slice on record
+    assert [r.method for r in more.reports["full"]] == [
+        "text",
+        "m3rec:hybrid:no_mar",
+        *sorted(ALL_METHODS),
+    ]
+    assert "## cold-start-2" in more.report
 
 
 def test_existing_candidates_are_reused_not_rebuilt(
@@ -364,18 +448,20 @@ def test_existing_candidates_are_reused_not_rebuilt(
     def no_rebuild(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("candidates were rebuilt")
 
-    monkeypatch.setattr(evaluation, "build_requests", no_rebuild)
+    monkeypatch.setattr(store, "build_requests", no_rebuild)
     before = (run_copy / CANDIDATES_FILE).read_text(encoding="utf-8")
     cases = prepare_cases(settings(), load_dataset(BEAUTY), run_copy)
-    assert [c.user_id for c in cases] == [c["user_id"] for c in read_lines(run_copy / CANDIDATES_FILE)]
+    assert [c.user_id for c in cases] == [
+        c["user_id"] for c in read_lines(run_copy / CANDIDATES_FILE)
+    ]
     assert (run_copy / CANDIDATES_FILE).read_text(encoding="utf-8") == before
 
 
 @pytest.mark.parametrize(
     ("change", "named"),
-    [({"negatives": 19}, "negatives"), ({"seed": 1}, "seed"), ({"cold_start": 2}, "cold_start"),
-     ({"routing": "local"}, "routing"), ({"users": 6}, "users")],
-)
+    [({"negatives": 19}, "negatives"), ({"seed": 1}, "seed"), ({"sampling": "popularity"}, "sampling"),
+     ({"users": 6}, "users")],
+)  # fmt: skip
 def test_different_settings_are_refused(run_copy: Path, change: dict[str, Any], named: str) -> None:
     before = (run_copy / CANDIDATES_FILE).read_text(encoding="utf-8")
     models = fake_models()
@@ -391,86 +477,91 @@ def test_candidates_without_settings_are_refused(run_copy: Path) -> None:
         run(run_copy, fake_models(), ["random"])
 
 
-def test_cold_start_keeps_the_last_items_only(tmp_path: Path) -> None:
-    out = tmp_path / "cold"
-    run(out, fake_models(), ["random"], cold_start=2)
-    cases = read_lines(out / CANDIDATES_FILE)
-    full = load_dataset(BEAUTY).sequences
-    for case in cases:
-        assert case["history"] == full[case["user_id"]][-3:-1]
+def test_popularity_sampling_draws_popular_negatives(tmp_path: Path) -> None:
+    uniform = run(tmp_path / "u", fake_models(), ["random"], users=30, negatives=19)
+    popular = run(
+        tmp_path / "p", fake_models(), ["random"], users=30, negatives=19, sampling="popularity"
+    )
+    counts = item_popularity(load_dataset(BEAUTY))
+
+    def mean_negative_count(result: EvalRun) -> float:
+        negatives = [
+            i.item_id for c in result.cases for i in c.candidates if i.item_id != c.target_id
+        ]
+        return sum(counts[i] for i in negatives) / len(negatives)
+
+    assert [c.target_id for c in popular.cases] == [c.target_id for c in uniform.cases]
+    assert mean_negative_count(popular) > 1.5 * mean_negative_count(uniform)
 
 
 # --------------------------------------------------------------------------- the CLI
 
 
+def eval_cli(argv: list[str]) -> int:
+    try:
+        cli.main(["eval", *argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 def test_cli_runs_the_baselines_and_prints_the_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cli = load_cli()
     out = tmp_path / "cli"
     argv = ["--dataset", str(BEAUTY), "--users", "5", "--negatives", "9",
-            "--methods", "random,popularity", "--out", str(out), "--n-boot", "100"]
-    assert cli.main(argv) == 0
+            "--methods", "random,popularity", "--out", str(out), "--n-boot", "100"]  # fmt: skip
+    assert eval_cli(argv) == 0
     captured = capsys.readouterr()
-    assert "## random (5 users)" in captured.out and "## popularity (5 users)" in captured.out
-    assert "popularity 5/5" in captured.err
+    assert "| random | 5 |" in captured.out and "| popularity | 5 |" in captured.out
+    assert "popularity [full] 5/5 users" in captured.err
     assert len(read_lines(out / RESULTS_FILE)) == 10
+    assert (out / "results.json").exists() and (out / "report.md").exists()
     # the same settings again: nothing to do; other settings: refused with exit code 2
-    assert cli.main(argv) == 0
-    assert cli.main([*argv[:5], "19", *argv[6:]]) == 2
+    assert eval_cli(argv) == 0
+    assert eval_cli([*argv[:5], "19", *argv[6:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("run_eval: error: ") and "different settings" in err
+    assert err.startswith("m3rec: error: ") and "different settings" in err
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--dataset", "no/such/dir"], "dataset directory not found"),
-        (["--methods", "random,sasrec"], "unknown method 'sasrec'"),
+        (["--methods", "random,bert4rec"], "unknown method 'bert4rec'"),
+        (["--methods", "m3rec:nope"], "cannot read 'nope'"),
         (["--users", "0"], "--users must be >= 1"),
         (["--users", "-3"], "--users must be >= 1"),
-        (["--routing", "nope"], "unknown routing preset"),
+        (["--cold-start", "0"], "--cold-start must be >= 1"),
+        (["--concurrency", "0"], "--concurrency must be >= 1"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_code_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     base = {"--dataset": str(BEAUTY), "--users": "5", "--negatives": "9",
-            "--methods": "random", "--out": str(tmp_path / "bad")}
+            "--methods": "random", "--out": str(tmp_path / "bad")}  # fmt: skip
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
     argv = [part for pair in base.items() for part in pair]
-    assert load_cli().main(argv) == 2
+    assert eval_cli(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "bad").exists()
 
 
 def test_nan_free_report_numbers(first_run: FirstRun) -> None:
-    for report in first_run.run.reports:
-        assert not math.isnan(report.seconds_per_user)
-        assert all(not math.isnan(s.mean) for s in report.metrics.values())
+    for reports in first_run.run.reports.values():
+        for report in reports:
+            assert not math.isnan(report.seconds_per_user)
+            assert all(not math.isnan(s.mean) for s in report.metrics.values())
 
 
-def test_cli_usage_errors_are_one_line_too(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        load_cli().main(["--dataset", str(BEAUTY), "--users", "many", "--negatives", "9",
-                         "--methods", "random", "--out", "x"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--users" in err
-
-
-def test_an_ablation_is_stored_in_the_settings_and_not_mixed_with_the_full_run(
-    run_copy: Path, tmp_path: Path
-) -> None:
-    # the full pipeline's run directory refuses an ablation...
-    with pytest.raises(EvaluationError, match="different settings.*ablation"):
-        run(run_copy, fake_models(), ["m3rec"], ablation="no_mar")
-    # ...and an ablation run records it, and runs the graph configured by it
-    out, models = tmp_path / "no_mar", fake_models()
-    run(out, models, ["m3rec"], ablation="no_mar")
-    assert json.loads((out / SETTINGS_FILE).read_text(encoding="utf-8"))["ablation"] == "no_mar"
-    assert {stage for _, stage, _ in models.calls} == {"mope", "mote"}
-    assert len(read_lines(out / RESULTS_FILE)) == 5
-    with pytest.raises(EvaluationError, match="unknown ablation"):
-        run(tmp_path / "bad", fake_models(), ["m3rec"], ablation="no_rank")
+def test_an_ablation_is_its_own_method_on_the_same_candidates(run_copy: Path) -> None:
+    models = fake_models()
+    result = run(run_copy, models, ["m3rec:hybrid:no_mar"])
+    assert {stage for _, stage, _ in models.calls} == {"mope"}  # traits are cached; no MAR at all
+    records = [
+        r for r in read_lines(run_copy / RESULTS_FILE) if r["method"] == "m3rec:hybrid:no_mar"
+    ]
+    assert len(records) == 5 and all(r["ablation"] == "no_mar" for r in records)
+    assert result.computed == {("m3rec:hybrid:no_mar", "full"): 5}

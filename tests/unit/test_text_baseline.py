@@ -81,8 +81,8 @@ def test_items_without_titles_rank_by_brand_and_categories() -> None:
 
 
 def test_text_is_a_harness_method(tmp_path: Path) -> None:
-    assert parse_methods("text,random") == ["text", "random"]
-    settings = EvalSettings(dataset=BEAUTY, users=5, negatives=9, routing="hybrid")
-    run = run_evaluation(settings, ["text"], tmp_path / "run", n_boot=50)
-    assert run.computed == {"text": 5}
-    assert "## text (5 users)" in run.report
+    assert [m.key for m in parse_methods("text,random")] == ["text", "random"]
+    settings = EvalSettings(dataset=BEAUTY, users=5, negatives=9)
+    run = run_evaluation(settings, parse_methods("text"), tmp_path / "run", n_boot=50, plots=False)
+    assert run.computed == {("text", "full"): 5}
+    assert "| text | 5 |" in run.report

@@ -1,0 +1,292 @@
+"""Score one method on one slice of a run's cases, appending a result line per user as it finishes.
+
+No method sees `EvalCase.target_id`: the baselines and SASRec get the case (and
+read its history and candidates), the graph gets `EvalCase.to_request()`. The
+target is used only afterwards, to find its rank.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+
+from m3rec_graph.baselines import PopularityBaseline, RandomBaseline, Ranker, TextSimilarityBaseline
+from m3rec_graph.cache import SqliteTraitCache
+from m3rec_graph.context import M3RecContext
+from m3rec_graph.datasets import Dataset, EvalCase
+from m3rec_graph.evaluation.progress import ProgressBar
+from m3rec_graph.evaluation.settings import EvalSlice, EvaluationError, MethodSpec
+from m3rec_graph.evaluation.store import append_result
+from m3rec_graph.graph import M3RecGraph, build_graph
+from m3rec_graph.metrics import rank_of
+from m3rec_graph.models import ChatModelFactory
+from m3rec_graph.prompts import load_prompt
+from m3rec_graph.routing import context_for
+from m3rec_graph.runner import flush_traces
+from m3rec_graph.state import RecInput
+
+TRAITS_FILE = "traits.sqlite"
+SASREC_FILE = "sasrec.pt"
+
+Serving = Callable[[M3RecContext], AbstractContextManager[None]]
+"""Makes the models of a context reachable for a block (starts the local server if needed)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodEnv:
+    """What running a method needs besides its cases."""
+
+    dataset: Dataset
+    dataset_path: Path
+    out_dir: Path
+    seed: int
+    stream: TextIO
+    chat_models: ChatModelFactory
+    serve: Serving
+    concurrency: int
+    """m3rec users in flight at once (each user's own LLM calls fan out as the graph allows)."""
+    sasrec_config: Any = None
+    """A `m3rec_graph.sasrec.SASRecConfig` (None: its defaults)."""
+
+
+def checked_rank(case: EvalCase, ranking: Sequence[str], method: str) -> int:
+    """Return the target's 1-based rank, after checking `ranking` is a permutation of the candidates."""
+    if sorted(ranking) != sorted(item.item_id for item in case.candidates):
+        raise RuntimeError(
+            f"{method} returned a ranking that is not a permutation of user {case.user_id!r}'s candidates"
+        )
+    return rank_of(case.target_id, ranking)
+
+
+def base_record(
+    method: str, slice_: EvalSlice, case: EvalCase, ranking: Sequence[str], seconds: float
+) -> dict[str, Any]:
+    """The fields every result line has."""
+    return {
+        "method": method,
+        "slice": slice_.name,
+        "user_id": case.user_id,
+        "rank": checked_rank(case, ranking, method),
+        "n_candidates": len(case.candidates),
+        "history_items": len(case.history),
+        "ranking": list(ranking),
+        "seconds": round(seconds, 6),
+    }
+
+
+# --------------------------------------------------------------------------- rankers
+
+
+def make_ranker(spec: MethodSpec, env: MethodEnv) -> Ranker:
+    """Build (or, for SASRec, train or load) the ranker of a non-LLM method."""
+    if spec.kind == "random":
+        return RandomBaseline(env.seed)
+    if spec.kind == "popularity":
+        return PopularityBaseline.from_dataset(env.dataset)
+    if spec.kind == "text":
+        return TextSimilarityBaseline.from_dataset(env.dataset)
+    if spec.kind == "sasrec":
+        return _sasrec_ranker(env)
+    raise AssertionError(f"not a ranker method: {spec.key}")
+
+
+def _sasrec_ranker(env: MethodEnv) -> Ranker:
+    """Train SASRec on the dataset's training splits once per run directory (then load it)."""
+    try:
+        from m3rec_graph import sasrec  # noqa: PLC0415  (torch is an optional extra)
+    except ImportError as exc:
+        raise EvaluationError(
+            f"the sasrec method needs PyTorch ({exc}); install it with pip install 'm3rec-graph[eval]'"
+        ) from None
+    config = env.sasrec_config or sasrec.SASRecConfig()
+    path = env.out_dir / SASREC_FILE
+    data_sha = sasrec.dataset_sha256(env.dataset_path)
+    if path.exists():
+        model, vocab, stored, log, stored_sha = sasrec.load_checkpoint(path)
+        if stored == config and stored_sha == data_sha:
+            print(
+                f"sasrec: loaded {path} ({len(log.epochs)} epochs, {log.seconds:.0f}s)",
+                file=env.stream,
+            )
+            return sasrec.SASRecRanker(model, vocab)
+    print(
+        f"sasrec: training on {env.dataset.name} ({len(env.dataset.sequences)} users,"
+        f" {len(env.dataset.items)} items); validation-based early stopping",
+        file=env.stream,
+        flush=True,
+    )
+    model, vocab, log = sasrec.train_sasrec(
+        env.dataset, config, log=lambda line: print(f"sasrec: {line}", file=env.stream, flush=True)
+    )
+    sasrec.save_checkpoint(path, model, vocab, config, log, data_sha)
+    return sasrec.SASRecRanker(model, vocab)
+
+
+def rank_cases(ranker: Ranker, cases: Sequence[EvalCase]) -> list[list[str]]:
+    """Rank several cases at once when the ranker can (SASRec scores a batch in one pass)."""
+    rank_many = getattr(ranker, "rank_many", None)
+    if callable(rank_many):
+        return cast(list[list[str]], rank_many(cases))
+    return [ranker.rank(case) for case in cases]
+
+
+def run_ranker(
+    spec: MethodSpec,
+    ranker: Ranker,
+    slice_: EvalSlice,
+    todo: Sequence[EvalCase],
+    handle: TextIO,
+    bar: ProgressBar,
+    batch_size: int = 256,
+) -> None:
+    """Rank the cases, a batch at a time, appending each user's line."""
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        started = time.perf_counter()
+        rankings = rank_cases(ranker, batch)
+        seconds = (time.perf_counter() - started) / len(batch)
+        for case, ranking in zip(batch, rankings, strict=True):
+            append_result(handle, base_record(spec.key, slice_, case, ranking, seconds))
+            bar.advance()
+
+
+def ranker_scorer(spec: MethodSpec, ranker: Ranker, slice_: EvalSlice) -> "Scorer":
+    """Score one case with a ranker (the LangSmith pass predicts one example at a time)."""
+
+    async def score(case: EvalCase) -> dict[str, Any]:
+        started = time.perf_counter()
+        ranking = ranker.rank(case)
+        return base_record(spec.key, slice_, case, ranking, time.perf_counter() - started)
+
+    return score
+
+
+# --------------------------------------------------------------------------- m3rec
+
+
+def m3rec_context(spec: MethodSpec, seed: int) -> M3RecContext:
+    """The graph context of an m3rec method (its preset and ablation; the run's seed)."""
+    return context_for(cast(str, spec.routing), seed=seed, ablation=spec.ablation)
+
+
+def prompt_versions(ctx: M3RecContext) -> dict[str, str]:
+    """Stage prompt -> content version, as the graph will use them (recorded with every result)."""
+    names = ("mope", "mote", f"mar_{ctx.mar_mode}")
+    return {
+        name: load_prompt(name, ctx.prompt_overrides.get(name)).version  # type: ignore[arg-type]
+        for name in names
+    }
+
+
+def m3rec_graph_for(env: MethodEnv) -> M3RecGraph:
+    """The graph every m3rec method of a run uses: one trait cache per run directory.
+
+    Cache keys include the MOTE model and prompt version, so methods with other
+    routings share the file without sharing traits.
+    """
+    return build_graph(
+        chat_models=env.chat_models, trait_cache=SqliteTraitCache(env.out_dir / TRAITS_FILE)
+    )
+
+
+def m3rec_record(
+    spec: MethodSpec,
+    slice_: EvalSlice,
+    case: EvalCase,
+    out: dict[str, Any],
+    seconds: float,
+    prompts: dict[str, str],
+) -> dict[str, Any]:
+    """A result line with the graph's usage: tokens, cost, calls, degraded parts, per stage too."""
+    usage = out["usage"]
+    total = usage.total
+    record = base_record(
+        spec.key, slice_, case, [entry.item_id for entry in out["ranking"]], seconds
+    )
+    record.update(
+        llm_calls=total.calls,
+        input_tokens=total.input_tokens,
+        output_tokens=total.output_tokens,
+        total_tokens=total.input_tokens + total.output_tokens,
+        wasted_tokens=total.wasted_tokens,
+        cost_usd=total.cost_usd,
+        stages={
+            name: {
+                "calls": s.calls,
+                "input_tokens": s.input_tokens,
+                "output_tokens": s.output_tokens,
+                "cost_usd": s.cost_usd,
+                "models": s.models,
+            }
+            for name, s in usage.stages.items()
+        },
+        degraded=len(out["degraded"]),
+        routing=spec.routing,
+        ablation=spec.ablation,
+        prompts=prompts,
+    )
+    return record
+
+
+Scorer = Callable[[EvalCase], Awaitable[dict[str, Any]]]
+"""Scores one (sliced) case and returns its result line (not yet written)."""
+
+
+def m3rec_scorer(spec: MethodSpec, slice_: EvalSlice, graph: M3RecGraph, seed: int) -> Scorer:
+    """Score one case with the graph under the method's context, timing the user's own run."""
+    ctx = m3rec_context(spec, seed)
+    prompts = prompt_versions(ctx)
+
+    async def score(case: EvalCase, config: RunnableConfig | None = None) -> dict[str, Any]:
+        # A batch's max_concurrency bounds users in flight; inside a user the graph
+        # fans out freely (the provider's or local server's own limits queue the calls).
+        inner: dict[str, Any] = {k: v for k, v in (config or {}).items() if k != "max_concurrency"}
+        inner["run_name"] = "m3rec"
+        inner["metadata"] = {
+            **inner.get("metadata", {}),
+            "eval_method": spec.key,
+            "eval_slice": slice_.name,
+        }
+        started = time.perf_counter()
+        out = await graph.ainvoke(
+            cast(RecInput, case.to_request()), cast(RunnableConfig, inner), context=ctx
+        )
+        return m3rec_record(
+            spec, slice_, case, cast(dict[str, Any], out), time.perf_counter() - started, prompts
+        )
+
+    return score
+
+
+def run_m3rec(
+    spec: MethodSpec,
+    slice_: EvalSlice,
+    todo: Sequence[EvalCase],
+    handle: TextIO,
+    bar: ProgressBar,
+    env: MethodEnv,
+    graph: M3RecGraph,
+) -> None:
+    """Run the graph for every case through the Runnable batch API, appending each user as it finishes.
+
+    `abatch_as_completed` keeps `env.concurrency` users in flight and yields
+    each as soon as it is done, so a crash loses only the users in flight.
+    """
+    per_user = RunnableLambda(m3rec_scorer(spec, slice_, graph, env.seed), name="m3rec_eval_user")
+
+    async def run_all() -> None:
+        batch = per_user.abatch_as_completed(list(todo), {"max_concurrency": env.concurrency})
+        async for _, record in batch:
+            append_result(handle, record)
+            bar.advance(record["total_tokens"], record["cost_usd"])
+
+    with env.serve(m3rec_context(spec, env.seed)):
+        try:
+            asyncio.run(run_all())
+        finally:
+            flush_traces()

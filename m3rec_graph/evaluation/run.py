@@ -1,0 +1,246 @@
+"""Run an evaluation: fixed cases, each (method, slice) pass resumed from the run directory, then the report."""
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO, cast
+
+from m3rec_graph.baselines import Ranker
+from m3rec_graph.datasets import EvalCase, load_dataset
+from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
+from m3rec_graph.evaluation.methods import (
+    MethodEnv,
+    Serving,
+    m3rec_graph_for,
+    m3rec_scorer,
+    make_ranker,
+    ranker_scorer,
+    run_m3rec,
+    run_ranker,
+)
+from m3rec_graph.evaluation.progress import ProgressBar
+from m3rec_graph.evaluation.report import (
+    REPORT_FILE,
+    RESULTS_JSON,
+    MethodReport,
+    chance_metrics,
+    format_report,
+    results_document,
+    summarise_method,
+    write_plots,
+)
+from m3rec_graph.evaluation.settings import (
+    EvalSettings,
+    EvalSlice,
+    EvaluationError,
+    MethodSpec,
+    slices_for,
+)
+from m3rec_graph.evaluation.store import (
+    RESULTS_FILE,
+    prepare_cases,
+    read_results,
+    read_settings,
+    run_lock,
+    write_atomically,
+)
+from m3rec_graph.graph import M3RecGraph
+from m3rec_graph.models import ChatModelFactory, openai_chat_model
+from m3rec_graph.runner import serving
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What `run_evaluation` did: the cases, per-slice summaries and the report text."""
+
+    out_dir: Path
+    cases: list[EvalCase]
+    computed: dict[tuple[str, str], int]
+    """(method, slice) -> users computed by this call (the rest were already in results.jsonl)."""
+    reports: dict[str, list[MethodReport]]
+    """Slice name -> one summary per method with results on that slice."""
+    report: str
+    plots: list[str]
+    experiments: dict[str, dict[str, Any]]
+    """`method [slice]` -> the LangSmith experiment's name, URL and metric means (with `langsmith=True`)."""
+
+
+def run_evaluation(
+    settings: EvalSettings,
+    methods: Sequence[MethodSpec],
+    out_dir: Path,
+    *,
+    cold_start: int | None = None,
+    concurrency: int = 2,
+    chat_models: ChatModelFactory = openai_chat_model,
+    serve: Serving = serving,
+    progress: TextIO | None = None,
+    n_boot: int = 2000,
+    sasrec_config: Any = None,
+    plots: bool = True,
+    langsmith: bool = False,
+) -> EvalRun:
+    """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
+
+    Args:
+        settings: The candidate-set settings (checked against `out_dir`'s).
+        methods: From `parse_methods`.
+        out_dir: The run directory (created if needed).
+        cold_start: Also score every method with only the last `cold_start` history items.
+        concurrency: Users in flight at once for m3rec methods.
+        chat_models: Chat model factory of the m3rec graph (inject fakes in tests).
+        serve: Makes the routed models reachable (default: starts the local server
+            for the local preset).
+        progress: Where progress lines go (default: stderr).
+        n_boot: Bootstrap resamples of the confidence intervals.
+        sasrec_config: A `SASRecConfig` for the sasrec method (default: its defaults).
+        plots: Draw `metrics.png` (and `cold_vs_full.png`) when matplotlib is installed.
+        langsmith: Run every (method, slice) as a LangSmith experiment on an uploaded
+            dataset (needs `LANGSMITH_API_KEY`; see `langsmith_pass`).
+
+    Raises:
+        EvaluationError: Bad settings or methods, a run directory that does not fit,
+            or one another process is running in.
+        DatasetError: The dataset is malformed.
+    """
+    settings.validate()
+    if not methods:
+        raise EvaluationError("no methods given")
+    if concurrency < 1:
+        raise EvaluationError(f"--concurrency must be >= 1, got {concurrency}")
+    if n_boot < 0:
+        raise EvaluationError(f"--n-boot must be >= 0, got {n_boot}")
+    slices = slices_for(cold_start)
+    dataset = load_dataset(settings.dataset)
+    with run_lock(out_dir):
+        cases = prepare_cases(settings, dataset, out_dir)
+        env = MethodEnv(
+            dataset=dataset,
+            dataset_path=settings.dataset,
+            out_dir=out_dir,
+            seed=settings.seed,
+            stream=progress if progress is not None else sys.stderr,
+            chat_models=chat_models,
+            serve=serve,
+            concurrency=concurrency,
+            sasrec_config=sasrec_config,
+        )
+        computed, wall, experiments = _score(methods, slices, cases, env, langsmith=langsmith)
+        return _report(
+            out_dir, cases, methods, slices, computed, wall, experiments, n_boot=n_boot, plots=plots
+        )
+
+
+def _score(
+    methods: Sequence[MethodSpec],
+    slices: Sequence[EvalSlice],
+    cases: Sequence[EvalCase],
+    env: MethodEnv,
+    *,
+    langsmith: bool,
+) -> tuple[dict[tuple[str, str], int], dict[str, float], dict[str, dict[str, Any]]]:
+    results_path = env.out_dir / RESULTS_FILE
+    done = read_results(results_path)
+    settings = read_settings(env.out_dir)
+    computed: dict[tuple[str, str], int] = {}
+    wall: dict[str, float] = {}
+    experiments: dict[str, dict[str, Any]] = {}
+    graph: M3RecGraph | None = None
+    with results_path.open("a", encoding="utf-8") as handle:
+        for spec in methods:
+            ranker = None
+            for slice_ in slices:
+                label = f"{spec.key} [{slice_.name}]"
+                todo = [
+                    slice_.apply(c) for c in cases if (spec.key, slice_.name, c.user_id) not in done
+                ]
+                computed[(spec.key, slice_.name)] = len(todo)
+                bar = ProgressBar(env.stream, label, len(cases), len(cases) - len(todo))
+                if not todo and not langsmith:
+                    bar.render(force=True)
+                    continue
+                started = time.perf_counter()
+                if spec.kind == "m3rec":
+                    graph = graph or m3rec_graph_for(env)
+                else:
+                    ranker = ranker or make_ranker(spec, env)
+                if langsmith:
+                    scorer = (
+                        m3rec_scorer(spec, slice_, graph, env.seed)
+                        if graph is not None and spec.kind == "m3rec"
+                        else ranker_scorer(spec, cast(Ranker, ranker), slice_)
+                    )
+                    sliced = [slice_.apply(c) for c in cases]
+                    summary = run_langsmith_pass(
+                        spec, slice_, sliced, done, handle, bar, env, scorer, settings
+                    )
+                    experiments[label] = asdict(summary)
+                    bar.render(force=True)
+                elif graph is not None and spec.kind == "m3rec":
+                    run_m3rec(spec, slice_, todo, handle, bar, env, graph)
+                else:
+                    run_ranker(spec, cast(Ranker, ranker), slice_, todo, handle, bar)
+                wall[label] = round(time.perf_counter() - started, 3)
+    return computed, wall, experiments
+
+
+def _report(
+    out_dir: Path,
+    cases: Sequence[EvalCase],
+    methods: Sequence[MethodSpec],
+    slices: Sequence[EvalSlice],
+    computed: dict[tuple[str, str], int],
+    wall: dict[str, float],
+    experiments: dict[str, dict[str, Any]],
+    *,
+    n_boot: int,
+    plots: bool,
+) -> EvalRun:
+    """Summarise everything in results.jsonl (also methods and slices of earlier calls), write the outputs."""
+    results = read_results(out_dir / RESULTS_FILE)
+    settings = read_settings(out_dir)
+    users = [c.user_id for c in cases]
+    wanted = [s.key for s in methods]
+    method_order = [*wanted, *sorted({m for m, _, _ in results} - set(wanted))]
+    slice_order = [
+        *(s.name for s in slices),
+        *sorted({s for _, s, _ in results} - {s.name for s in slices}),
+    ]
+    by_slice: dict[str, list[MethodReport]] = {}
+    for slice_name in slice_order:
+        reports = []
+        for method in method_order:
+            records = [
+                results[(method, slice_name, u)]
+                for u in users
+                if (method, slice_name, u) in results
+            ]
+            if records:
+                reports.append(
+                    summarise_method(
+                        method, slice_name, records, n_boot=n_boot, seed=settings["seed"]
+                    )
+                )
+        by_slice[slice_name] = reports
+    chance = chance_metrics(int(settings["negatives"]) + 1)
+    drawn = write_plots(out_dir, by_slice, chance) if plots else []
+    report = format_report(settings, by_slice, n_boot=n_boot, plots=drawn)
+    write_atomically(out_dir / REPORT_FILE, report)
+    document = results_document(settings, by_slice, n_boot=n_boot, wall_seconds=wall)
+    if experiments:
+        document["langsmith_experiments"] = experiments
+    write_atomically(
+        out_dir / RESULTS_JSON, json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    )
+    return EvalRun(
+        out_dir=out_dir,
+        cases=list(cases),
+        computed=computed,
+        reports=by_slice,
+        report=report,
+        plots=drawn,
+        experiments=experiments,
+    )
