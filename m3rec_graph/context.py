@@ -45,12 +45,43 @@ class ModelSpec:
     counts requests to the model, not per stage. Transport retries inside the
     OpenAI client are not counted against it.
     """
+    tokens_per_minute: int | None = None
+    """Client-side token budget for this model (`None`: unlimited).
+
+    Before it is sent, each request books its prompt and answer-schema tokens
+    plus `max_tokens` (what a provider reserves when it admits a request), and
+    requests are paced so that the booked tokens flow at `tokens_per_minute / 60`
+    per second with no burst. Shared like `requests_per_second` (same `name`,
+    `base_url` and limit); set it a little under the provider's limit, and keep
+    `max_tokens` close to the answers' real size, since it is booked in full.
+    See `m3rec_graph.rate_limits`.
+    """
+    max_inflight_requests: int | None = None
+    """At most this many requests in flight at once to this endpoint (`None`: no cap).
+
+    One cap per `base_url` and value for the whole process: it spans stages,
+    models on that endpoint, concurrent graph runs and event loops. Give every
+    spec of one endpoint the same value (different values make separate caps).
+    """
 
     def __post_init__(self) -> None:
         rps = self.requests_per_second
         is_number = isinstance(rps, int | float) and not isinstance(rps, bool)
         if rps is not None and not (is_number and math.isfinite(rps) and rps > 0):
             raise ConfigurationError(f"{self.name}: requests_per_second must be a number > 0, got {rps!r}")
+        for name in ("tokens_per_minute", "max_inflight_requests"):
+            value = getattr(self, name)
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if value is not None and not (is_int and value >= 1):
+                raise ConfigurationError(
+                    f"{self.name}: {name} must be an integer >= 1, got {value!r}"
+                )
+        tpm = self.tokens_per_minute
+        if tpm is not None and tpm <= self.max_tokens:
+            raise ConfigurationError(
+                f"{self.name}: tokens_per_minute ({tpm}) must exceed max_tokens "
+                f"({self.max_tokens}): every request books max_tokens, so none would fit"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,10 +5,11 @@ server. Tests and hosts inject their own factory into `build_graph`.
 """
 
 import asyncio
+import contextlib
 import functools
-import threading
 import weakref
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,12 +17,14 @@ import openai
 from langchain_core.exceptions import ModelRefusalError, OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.runnables import RunnableConfig
 from langchain_openai import ChatOpenAI
+from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ValidationError
 
 from m3rec_graph.context import ModelSpec, StructuredMethod
+from m3rec_graph.rate_limits import RequestLimiter, request_tokens
+from m3rec_graph.rate_limits import rate_limiter_for as rate_limiter_for  # re-exported
 
 
 class ChatModelFactory(Protocol):
@@ -55,35 +58,6 @@ def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
     return per_loop[spec]
 
 
-_LIMITERS: dict[tuple[str | None, str, float], InMemoryRateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def rate_limiter_for(spec: ModelSpec) -> InMemoryRateLimiter | None:
-    """Return the process-wide limiter of `spec`'s model and endpoint (`None` when unlimited).
-
-    One limiter serves every spec naming the same model, endpoint and limit, in
-    every event loop: the per-loop clients of `openai_chat_model` share it. It
-    holds no burst (`max_bucket_size=1`), so calls start at least
-    `1 / requests_per_second` apart, and it checks often enough not to undercut
-    a high limit.
-    """
-    rps = spec.requests_per_second
-    if rps is None:
-        return None
-    key = (spec.base_url, spec.name, float(rps))
-    with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get(key)
-        if limiter is None:
-            limiter = InMemoryRateLimiter(
-                requests_per_second=rps,
-                check_every_n_seconds=min(0.1, 0.25 / rps),
-                max_bucket_size=1,
-            )
-            _LIMITERS[key] = limiter
-        return limiter
-
-
 def _new_chat_model(spec: ModelSpec, **extra: Any) -> BaseChatModel:
     kwargs: dict[str, Any] = {
         "model": spec.name,
@@ -98,10 +72,27 @@ def _new_chat_model(spec: ModelSpec, **extra: Any) -> BaseChatModel:
         kwargs["api_key"] = spec.api_key
     if spec.tokenizer_model:
         kwargs["tiktoken_model_name"] = spec.tokenizer_model
-    limiter = rate_limiter_for(spec)
+    limiter = rate_limiter_for(spec)  # shared by the per-loop clients of the same spec
     if limiter is not None:
         kwargs["rate_limiter"] = limiter
     return ChatOpenAI(**kwargs, **extra)
+
+
+def _request_limits(
+    model: BaseChatModel, messages: Sequence[BaseMessage], json_schema: dict[str, Any]
+) -> AbstractAsyncContextManager[None]:
+    """Return the in-flight slot and token booking `model`'s limiter asks of a request, if any."""
+    limiter = model.rate_limiter
+    if not isinstance(limiter, RequestLimiter):
+        return contextlib.nullcontext()
+    tokens = 0
+    if limiter.tokens is not None:
+        tokenizer, max_tokens = "gpt-4o", None
+        if isinstance(model, BaseChatOpenAI):
+            tokenizer = model.tiktoken_model_name or model.model_name
+            max_tokens = model.max_tokens
+        tokens = request_tokens(messages, json_schema, tokenizer=tokenizer, max_tokens=max_tokens)
+    return limiter.request(tokens)
 
 
 @dataclass(frozen=True)
@@ -157,10 +148,16 @@ async def ainvoke_structured(
     provider's raw message, and so its token usage, even when validation fails.
     Provider errors (rate limits, 5xx, timeouts, auth) still raise: the graph's
     retry policy and error handlers own those.
+
+    This is the one place stage calls go out, so it also applies the model's
+    in-flight cap and token budget (`rate_limits.RequestLimiter.request`);
+    the requests-per-second limit is applied by the chat model itself.
     """
-    runnable = model.with_structured_output(_json_schema(schema), method=method, include_raw=True)
+    json_schema = _json_schema(schema)
+    runnable = model.with_structured_output(json_schema, method=method, include_raw=True)
     try:
-        out = await runnable.ainvoke(list(messages), config=config)
+        async with _request_limits(model, messages, json_schema):
+            out = await runnable.ainvoke(list(messages), config=config)
     except openai.LengthFinishReasonError:
         return StructuredAnswer(
             None, "the answer was cut off at the token limit; answer more concisely", None, cut_off=True

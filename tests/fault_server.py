@@ -20,9 +20,17 @@ requests is answered with a fault instead:
 Which request gets a fault is drawn from a hash of (seed, request body, how many
 times this exact body was seen), so a run is reproducible however requests
 interleave: a transport retry of the same body gets a fresh draw, a re-ask (a new
-body, carrying the error text) too. Independently, `rate_limit_rps` gives the
-server its own requests-per-second limit (a token bucket): requests beyond it get
-429 with `Retry-After`, counted as `over_limit`.
+body, carrying the error text) too. Independently, the server has its own
+limits, each answered with 429 and `Retry-After` when exceeded, like a provider's:
+
+| setting | limit | counted as |
+|---|---|---|
+| `rate_limit_rps` | requests per second (token bucket, `rate_limit_burst`) | `over_limit` |
+| `rate_limit_tpm` | tokens per minute: prompt + schema + `max_tokens`, booked on arrival (token bucket, `rate_limit_tpm_burst`) | `over_tpm` |
+| `max_in_flight` | requests being worked on at once (admitted, not yet answered) | `over_inflight` |
+
+`latency_s` makes every admitted request take that long, as a model would, so
+that requests overlap.
 
 ```python
 with FaultServer(FaultConfig(rates=FaultRates.spread(0.3), seed=1)) as server:
@@ -122,6 +130,18 @@ class FaultConfig:
     delay_s: float = 0.0
     """Hold every chat-completions request this long before answering (0: answer at once),
     so a client process can be killed while a batch is in the middle."""
+    rate_limit_tpm: float | None = None
+    """The server's tokens-per-minute limit. A request costs its prompt tokens (as its
+    `usage` reports them), its answer schema (`response_format` or `tools`, 4 characters
+    a token) and its `max_tokens`, booked when it arrives (a provider admits a request
+    before generating anything); beyond the budget: 429 (`over_tpm`)."""
+    rate_limit_tpm_burst: float | None = None
+    """How many tokens the TPM bucket holds after a quiet spell (`None`: 10 seconds' worth).
+    A request costing more than this is never admitted."""
+    max_in_flight: int | None = None
+    """How many admitted requests the server works on at once; one more gets 429 (`over_inflight`)."""
+    latency_s: float = 0.0
+    """How long every admitted request takes before its answer (or fault) goes out."""
 
 
 # --- the scripted answerer ----------------------------------------------------------------
@@ -291,18 +311,18 @@ def malformed_json(text: str, draw: int) -> str:
 
 
 class _TokenBucket:
-    """The server's own requests-per-second limit."""
+    """One of the server's own limits: `rate` units per second, at most `burst` at once."""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, max(1.0, burst)
         self.tokens, self.last = self.burst, time.monotonic()
 
-    def take(self) -> bool:
+    def take(self, amount: float = 1.0) -> bool:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= amount:
+            self.tokens -= amount
             return True
         return False
 
@@ -325,6 +345,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    admitted = False
+    """The request being handled passed the server's limits and counts as working."""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
@@ -347,6 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
+        self.server.owner.finish_work(self)  # the answer is ready: the server is done with it
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -360,6 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up (a `slow` fault): nothing to do
 
     def _drop(self) -> None:
+        self.server.owner.finish_work(self)
         self.close_connection = True
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -379,10 +403,15 @@ class FaultServer(LoopbackServer):
         self._bodies: list[dict[str, Any]] = []
         self._authorizations: Counter[str] = Counter()
         self._in_flight = 0
+        self._working = 0
         self._bucket = (
             _TokenBucket(self.config.rate_limit_rps, self.config.rate_limit_burst)
             if self.config.rate_limit_rps
             else None
+        )
+        tpm = self.config.rate_limit_tpm
+        self._tpm_bucket = (
+            _TokenBucket(tpm / 60.0, self.config.rate_limit_tpm_burst or tpm / 6.0) if tpm else None
         )
         self._stopping = threading.Event()
 
@@ -403,8 +432,10 @@ class FaultServer(LoopbackServer):
     # --- what happened -------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Return the counters: `requests`, `ok`, each fault kind, `over_limit`, `stage:<name>`,
-        `variant:<wrong answer kind>`, `status:<code>`, `tokens:*` and `peak_in_flight`."""
+        """Return the counters: `requests`, `ok`, each fault kind, `over_limit`, `over_tpm`,
+        `over_inflight`, `stage:<name>`, `variant:<wrong answer kind>`, `status:<code>`,
+        `tokens:*` (`tokens:booked`: what the TPM limit counted of the admitted requests),
+        `peak_in_flight` (every request) and `peak_admitted` (past the limits)."""
         with self._lock:
             return dict(self._counts)
 
@@ -455,11 +486,32 @@ class FaultServer(LoopbackServer):
                 return kind, draw
         return None, draw
 
-    def _over_limit(self) -> bool:
-        if self._bucket is None:
-            return False
+    def _admit(self, handler: _Handler, tokens: int) -> str | None:
+        """Admit a request costing `tokens` (it then counts as working), or name the limit it hits."""
+        config = self.config
         with self._lock:
-            return not self._bucket.take()
+            if config.max_in_flight is not None and self._working >= config.max_in_flight:
+                return "over_inflight"
+            if self._bucket is not None and not self._bucket.take():
+                return "over_limit"
+            if self._tpm_bucket is not None and not self._tpm_bucket.take(tokens):
+                return "over_tpm"
+            self._working += 1
+            handler.admitted = True
+            self._counts["tokens:booked"] += tokens
+            self._counts["peak_admitted"] = max(self._counts["peak_admitted"], self._working)
+            return None
+
+    def finish_work(self, handler: _Handler) -> None:
+        """Stop counting `handler`'s request as working (before its answer goes out; idempotent).
+
+        Released before the response is written, so a client that holds a slot
+        until it has read the answer never sees the server still counting it.
+        """
+        with self._lock:
+            if handler.admitted:
+                handler.admitted = False
+                self._working -= 1
 
     def handle(self, handler: _Handler, body: bytes) -> None:
         """Answer one chat-completions request (and track how many are in flight at once)."""
@@ -489,15 +541,37 @@ class FaultServer(LoopbackServer):
                 self._authorizations[handler.headers.get("Authorization", "")] += 1
         if self.config.delay_s > 0:  # counted (and recorded) on arrival, answered after the delay
             self._stopping.wait(self.config.delay_s)
-        retry_after = {"Retry-After": f"{self.config.retry_after_s:g}"}
-        if self._over_limit():
-            self._count("over_limit", "status:429")
+        max_tokens = int(request.get("max_tokens") or request.get("max_completion_tokens") or 1024)
+        prompt_tokens = len(prompt) // 4 + 3 * len(messages)
+        limit = self._admit(handler, prompt_tokens + _schema_tokens(request) + max_tokens)
+        if limit is not None:
+            self._count(limit, "status:429")
+            kind = "tokens" if limit == "over_tpm" else "requests"
             handler._send(
                 429,
-                {"error": {"message": "rate limit: too many requests", "type": "requests", "code": "rate_limit_exceeded"}},
-                retry_after,
+                {"error": {"message": f"rate limit: too many {kind}", "type": kind, "code": "rate_limit_exceeded"}},
+                {"Retry-After": f"{self.config.retry_after_s:g}"},
             )
             return
+        try:
+            if self.config.latency_s > 0:
+                self._stopping.wait(self.config.latency_s)
+            self._answer(handler, body, request, stage, prompt, prompt_tokens, max_tokens)
+        finally:
+            self.finish_work(handler)
+
+    def _answer(
+        self,
+        handler: _Handler,
+        body: bytes,
+        request: dict[str, Any],
+        stage: str | None,
+        prompt: str,
+        prompt_tokens: int,
+        max_tokens: int,
+    ) -> None:
+        """Answer an admitted request: 401 without the key, else the scripted answer or its fault."""
+        retry_after = {"Retry-After": f"{self.config.retry_after_s:g}"}
         bearer = handler.headers.get("Authorization", "").removeprefix("Bearer ")
         if self.config.required_key is not None and bearer != self.config.required_key:
             self._count("status:401")
@@ -523,7 +597,6 @@ class FaultServer(LoopbackServer):
             return
         text = json.dumps(answer)
         finish_reason = "stop"
-        max_tokens = int(request.get("max_tokens") or request.get("max_completion_tokens") or 1024)
 
         if fault == "rate_limited":
             self._count(fault, "status:429")
@@ -556,7 +629,6 @@ class FaultServer(LoopbackServer):
             text = ""
         if fault is not None and fault != "slow":
             self._count(fault)
-        prompt_tokens = len(prompt) // 4 + 3 * len(messages)
         completion_tokens = max_tokens if finish_reason == "length" else len(text) // 4 + 1
         self._count(
             "ok" if fault is None else "answered_with_fault",
@@ -589,6 +661,12 @@ class FaultServer(LoopbackServer):
                 },
             },
         )
+
+
+def _schema_tokens(request: dict[str, Any]) -> int:
+    """Return the tokens of the answer schema a request carries (compact JSON, 4 characters a token)."""
+    carried = [request.get("tools"), _response_schema(request) if request.get("response_format") else None]
+    return sum(len(json.dumps(part, separators=(",", ":"))) // 4 for part in carried if part)
 
 
 def _response_schema(request: dict[str, Any]) -> dict[str, Any]:
