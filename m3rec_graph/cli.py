@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ from m3rec_graph.batch import (
 )
 from m3rec_graph.cache import InMemoryTraitCache, SqliteTraitCache, TraitCache
 from m3rec_graph.context import M3RecContext
+from m3rec_graph.cost_experiment import run_cost_experiment
 from m3rec_graph.costing import (
     MAR_MODES,
     CostSettings,
@@ -36,7 +38,8 @@ from m3rec_graph.costing import (
 from m3rec_graph.datasets import build_requests, load_dataset
 from m3rec_graph.demo import run_demo
 from m3rec_graph.errors import ConfigurationError, InvalidRequestError, M3RecError
-from m3rec_graph.eval_cli import add_eval_parser
+from m3rec_graph.eval_cli import add_eval_parser, resolve_dataset
+from m3rec_graph.evaluation import EvalSettings
 from m3rec_graph.graph import M3RecGraph, build_graph
 from m3rec_graph.local.model import ensure_model
 from m3rec_graph.local.server import ServerSettings, start_server
@@ -162,14 +165,10 @@ def cmd_graph(args: argparse.Namespace) -> None:
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
-    """Estimate tokens and USD per stage for routing presets (dry run: real prompts, tiktoken)."""
+    """Estimate (--dry-run) or measure tokens, USD and accuracy per routing preset."""
     if not args.dry_run:
-        _fail(
-            "cost without --dry-run is not implemented yet: measure presets with "
-            "evals/run_eval.py --methods m3rec --routing PRESET (its results.jsonl has tokens and USD"
-            " per user), or pass --dry-run for the offline estimate",
-            EXIT_BAD_INPUT,
-        )
+        _cmd_cost_measured(args)
+        return
     modes = MAR_MODES if args.mar_mode == "both" else (args.mar_mode,)
     settings = CostSettings(
         dataset=Path(args.dataset),
@@ -189,10 +188,45 @@ def cmd_cost(args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
     print(
-        "no cost-vs-accuracy plot: it needs matplotlib (not a dependency of m3rec-graph) and"
-        " measured accuracy, which the dry run does not have",
+        "no cost-vs-accuracy plot in a dry run: it has no measured accuracy (run without --dry-run)",
         file=sys.stderr,
     )
+
+
+def _cmd_cost_measured(args: argparse.Namespace) -> None:
+    if not args.out:
+        _fail(
+            "cost without --dry-run runs the presets: give --out DIR for its run directory",
+            EXIT_BAD_INPUT,
+        )
+    if (
+        args.mar_mode != "listwise"
+        or args.cold_start
+        or args.chunk_size != 10
+        or args.output_tokens
+    ):
+        _fail(
+            "--mar-mode, --cold-start, --chunk-size and --output-tokens apply to --dry-run only",
+            EXIT_BAD_INPUT,
+        )
+    settings = EvalSettings(
+        dataset=resolve_dataset(args.dataset),
+        users=args.users,
+        negatives=args.negatives,
+        seed=args.seed,
+    )
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    measured = run_cost_experiment(
+        settings, presets, Path(args.out), baselines=baselines, concurrency=args.concurrency
+    )
+    print(measured.report)
+    if args.json:
+        rows = [
+            {**asdict(m), "cost_per_1000_users_usd": m.cost_per_1000_users_usd}
+            for m in measured.methods
+        ]
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
 
 
 def _trait_cache(args: argparse.Namespace) -> TraitCache:
@@ -402,6 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache", help="trait cache SQLite file whose items count as already encoded"
     )
     cost.add_argument("--json", help="also write the report as JSON to this file")
+    cost.add_argument(
+        "--out", help="without --dry-run: the run directory (resumable, as m3rec eval's)"
+    )
+    cost.add_argument(
+        "--baselines",
+        default="random,popularity",
+        help="without --dry-run: free methods to plot alongside",
+    )
+    cost.add_argument(
+        "--concurrency", type=int, default=2, help="without --dry-run: users in flight"
+    )
     cost.set_defaults(func=cmd_cost)
 
     enc = sub.add_parser(

@@ -288,7 +288,7 @@ def test_cli_dry_run_prints_tables_and_writes_json(
     ])
     captured = capsys.readouterr()
     assert "### `hybrid`, MAR pointwise" in captured.out and "hybrid vs gpt-4o, MAR pointwise" in captured.out
-    assert "matplotlib" in captured.err
+    assert "no cost-vs-accuracy plot in a dry run" in captured.err
     assert len(json.loads(out.read_text())["estimates"]) == 4
 
 
@@ -296,7 +296,8 @@ def test_cli_dry_run_prints_tables_and_writes_json(
     ("argv", "message"),
     [
         (["--dry-run", "--presets", "hybrid,gpt-5"], "unknown preset 'gpt-5'"),
-        ([], "not implemented yet"),
+        ([], "give --out DIR"),
+        (["--out", "x", "--mar-mode", "pointwise"], "apply to --dry-run only"),
         (["--dry-run", "--output-tokens", "ranker=3"], "STAGE=TOKENS"),
     ],
 )

@@ -1,0 +1,59 @@
+"""`m3rec cost` without --dry-run: presets measured through the harness, cost against accuracy."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from m3rec_graph import cli
+from m3rec_graph.cost_experiment import COST_PLOT, COST_REPORT, run_cost_experiment
+from m3rec_graph.evaluation import EvalSettings
+from tests.fakes import ScriptedModels, default_responder
+from tests.unit.test_evaluation import Served
+
+BEAUTY = Path(__file__).parents[2] / "tests" / "fixtures" / "beauty_small"
+
+
+def test_presets_are_measured_on_the_same_users_and_compared_with_the_estimate(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("matplotlib")
+    models = ScriptedModels(default_responder(score_of=lambda i: sum(map(ord, i)) % 11))
+    out = tmp_path / "cost"
+    measured = run_cost_experiment(
+        EvalSettings(dataset=BEAUTY, users=6, negatives=9),
+        ["hybrid", "gpt-4o"],
+        out,
+        baselines=["random", "popularity"],
+        chat_models=models,
+        serve=Served([]),
+        progress=io.StringIO(),
+        n_boot=50,
+    )
+    by_name = {m.method: m for m in measured.methods}
+    assert list(by_name) == ["random", "popularity", "m3rec:hybrid", "m3rec:gpt-4o"]
+    hybrid, gpt4o = by_name["m3rec:hybrid"], by_name["m3rec:gpt-4o"]
+    # the fakes answer every call with 100 input + 10 output tokens: the same tokens, other prices
+    assert hybrid.tokens_per_user == gpt4o.tokens_per_user
+    assert hybrid.cost_per_user_usd is not None and gpt4o.cost_per_user_usd is not None
+    assert 0 < hybrid.cost_per_user_usd < gpt4o.cost_per_user_usd
+    assert by_name["random"].cost_per_1000_users_usd == 0.0
+    assert set(hybrid.stages) == {"mope", "mote", "mar"}
+    assert hybrid.stages["mar"]["calls"] == 1.0  # one listwise chunk of 10 candidates
+    # the trait cache is shared across users (keys include the MOTE model, so not across presets)
+    assert hybrid.mote_calls_per_candidate is not None and 0 < hybrid.mote_calls_per_candidate <= 1
+    assert hybrid.estimated_cost_per_user_usd is not None and hybrid.estimated_cost_per_user_usd > 0
+    report = (out / COST_REPORT).read_text(encoding="utf-8")
+    assert "| m3rec:hybrid |" in report and "| m3rec:gpt-4o | mar |" in report
+    assert (out / COST_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the run directory is the harness's: m3rec eval on it finds everything done
+    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 4 * 6 and {json.loads(x)["slice"] for x in lines} == {"full"}
+
+
+def test_measured_cost_needs_a_run_directory(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["cost", "--dataset", str(BEAUTY), "--users", "3", "--presets", "local"])
+    assert exit_info.value.code == 2
+    assert "give --out DIR" in capsys.readouterr().err
