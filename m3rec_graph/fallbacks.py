@@ -56,8 +56,11 @@ def lexicon_strengths(text: str) -> dict[Dimension, float]:
     }
 
 
-def fallback_profile(history: list[Item]) -> MotivationProfile:
-    """Infer a profile from the history's text alone (MOPE's budget was spent)."""
+def fallback_profile(history: list[Item], reason: str = "no valid LLM profile") -> MotivationProfile:
+    """Infer a profile from the history's text alone (MOPE's budget was spent, or MOPE is off).
+
+    `reason` goes into the summary, so a reader tells a failure from a configuration.
+    """
     per_item = [(item.item_id, lexicon_strengths(item_text(item))) for item in history]
     dims: dict[str, ProfileDimension] = {}
     for dim in Dimension:
@@ -68,8 +71,8 @@ def fallback_profile(history: list[Item]) -> MotivationProfile:
         )
     top = sorted(Dimension, key=lambda d: -dims[d.value].strength)[:3]
     summary = (
-        "Fallback profile inferred from the history's titles and categories "
-        f"(no valid LLM profile); strongest signals: {', '.join(d.value for d in top)}."
+        "Keyword profile inferred from the history's titles and categories "
+        f"({reason}); strongest signals: {', '.join(d.value for d in top)}."
     )
     return MotivationProfile(summary=summary, **dims)
 

@@ -120,7 +120,7 @@ async def prepare(
     }
     recent = recent_history(request, ctx)
     if ctx.ablation == "no_mope":
-        update["profile"] = fallback_profile(recent)  # the configuration, not a failure
+        update["profile"] = fallback_profile(recent, "MOPE switched off: ablation no_mope")
     elif request.history:
         sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=recent)))
     else:

@@ -70,7 +70,8 @@ async def test_no_mope_skips_mope_and_shows_mar_the_raw_history() -> None:
     assert_full_valid_ranking(out)
     assert [r.item_id for r in out["ranking"]] == ["c5", "c4", "c3", "c2", "c1", "c0"]
     assert {r.source for r in out["ranking"]} == {"llm"}
-    assert out["profile"].summary.startswith("Fallback profile")  # the keyword profile stands in
+    assert out["profile"].summary.startswith("Keyword profile")  # the keyword profile stands in
+    assert "ablation no_mope" in out["profile"].summary and "no valid" not in out["profile"].summary
     assert out["usage"].stages["mope"].calls == 0
 
 

@@ -129,7 +129,7 @@ async def test_spent_budget_falls_back_and_flags_every_stage() -> None:
     stages = sorted({d["stage"] for d in out["degraded"]})
     assert stages == ["mar", "mope", "mote"]
     assert {d["item_id"] for d in out["degraded"] if d["stage"] == "mote"} == {f"c{i}" for i in range(6)}
-    assert "Fallback profile" in out["profile"].summary
+    assert "Keyword profile" in out["profile"].summary and "no valid LLM profile" in out["profile"].summary
     assert all(r.source == "fallback" for r in out["ranking"])
     assert sorted(r.item_id for r in out["ranking"]) == sorted(c["item_id"] for c in CANDIDATES)
 
