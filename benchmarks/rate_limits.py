@@ -35,16 +35,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from benchmarks.soak import (
-    MAX_TOKENS,
-    MODEL_NAME,
     CallCounter,
     SoakSettings,
+    context_for_server,
     machine_info,
     make_requests,
     node_retry_interval,
 )
 from m3rec_graph.cache import InMemoryTraitCache
-from m3rec_graph.context import M3RecContext, ModelSpec, Stage
+from m3rec_graph.context import M3RecContext
 from m3rec_graph.graph import build_graph
 from m3rec_graph.state import RecInput
 from tests.fault_server import FaultConfig, FaultServer
@@ -173,25 +172,9 @@ def client_limits(
 
 def context_for(url: str, settings: Settings, tpm: int | None, cap: int | None) -> M3RecContext:
     """Return a context whose three stages call `MODEL_NAME` at `url` with these client limits."""
-
-    def spec(stage: Stage) -> ModelSpec:
-        return ModelSpec(
-            name=MODEL_NAME,
-            max_tokens=MAX_TOKENS[stage],
-            base_url=url,
-            api_key="sk-rate-limits-not-a-real-key",
-            timeout_s=settings.timeout_s,
-            max_retries=settings.max_retries,
-            tokenizer_model="gpt-4o",
-            tokens_per_minute=tpm,
-            max_inflight_requests=cap,
-        )
-
-    return M3RecContext(
-        mope_model=spec("mope"),
-        mote_model=spec("mote"),
-        mar_model=spec("mar"),
-        routing="rate-limits",
+    soak = SoakSettings(timeout_s=settings.timeout_s, max_retries=settings.max_retries, seed=settings.seed)
+    return context_for_server(
+        url, soak, tokens_per_minute=tpm, max_inflight_requests=cap, routing="rate-limits"
     )
 
 

@@ -147,26 +147,36 @@ def make_requests(settings: SoakSettings, users: int | None = None) -> list[RecI
     return requests
 
 
-def context_for_server(url: str, settings: SoakSettings, *, requests_per_second: float | None = None) -> M3RecContext:
-    """Return a run context whose three stages call the model `MODEL_NAME` at `url`."""
+def context_for_server(
+    url: str,
+    settings: SoakSettings,
+    *,
+    requests_per_second: float | None = None,
+    tokens_per_minute: int | None = None,
+    max_inflight_requests: int | None = None,
+    routing: str = "soak",
+) -> M3RecContext:
+    """Return a run context whose three stages call the model `MODEL_NAME` at `url` with these client limits."""
 
     def spec(stage: Stage) -> ModelSpec:
         return ModelSpec(
             name=MODEL_NAME,
             max_tokens=MAX_TOKENS[stage],
             base_url=url,
-            api_key="sk-soak-not-a-real-key",
+            api_key=f"sk-{routing}-not-a-real-key",
             timeout_s=settings.timeout_s,
             max_retries=settings.max_retries,
             tokenizer_model="gpt-4o",
             requests_per_second=requests_per_second,
+            tokens_per_minute=tokens_per_minute,
+            max_inflight_requests=max_inflight_requests,
         )
 
     return M3RecContext(
         mope_model=spec("mope"),
         mote_model=spec("mote"),
         mar_model=spec("mar"),
-        routing="soak",
+        routing=routing,
         mar_chunk_size=settings.mar_chunk_size,
         seed=settings.seed,
     )

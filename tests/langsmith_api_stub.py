@@ -38,7 +38,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.langsmith_recorder import (
     LangSmithRecorder,
-    RecordedRequest,
     _RecorderHandler,
     _RecorderServer,
     json_object,
@@ -76,7 +75,7 @@ class _StubHandler(_RecorderHandler):
         if route == "/datasets":
             self._read_body()
             names = query.get("name")
-            self._send(200, stub.find_datasets(names[0] if names else None))
+            self._reply(200, stub.find_datasets(names[0] if names else None))
         elif route.startswith("/datasets/"):
             self._read_body()
             self._send_found(stub.dataset(route.removeprefix("/datasets/")))
@@ -85,11 +84,11 @@ class _StubHandler(_RecorderHandler):
             offset = int((query.get("offset") or ["0"])[0])
             limit = int((query.get("limit") or ["100"])[0])
             dataset_id = (query.get("dataset") or [""])[0]
-            self._send(200, stub.examples(dataset_id)[offset : offset + limit])
+            self._reply(200, stub.examples(dataset_id)[offset : offset + limit])
         elif route == "/sessions":
             self._read_body()
             limit = int((query.get("limit") or ["100"])[0])
-            self._send(200, list(stub.sessions.values())[:limit])
+            self._reply(200, list(stub.sessions.values())[:limit])
         elif route.startswith("/sessions/"):
             self._read_body()
             self._send_found(stub.sessions.get(route.removeprefix("/sessions/")))
@@ -109,11 +108,11 @@ class _StubHandler(_RecorderHandler):
             if route == "/examples/bulk":
                 if not isinstance(payload, list) or not all(isinstance(e, dict) for e in payload):
                     raise ValueError("expected a JSON list of example objects")
-                self._send(200, stub.add_examples(payload))
+                self._reply(200, stub.add_examples(payload))
                 return
             fields = json_object(body)
         except ValueError as exc:
-            self._send(400, {"detail": f"fake LangSmith could not read the body: {exc!r}"})
+            self._reply(400, {"detail": f"fake LangSmith could not read the body: {exc!r}"})
             return
         if route == "/datasets":
             created = stub.add_dataset(fields)
@@ -122,9 +121,9 @@ class _StubHandler(_RecorderHandler):
         else:
             created = stub.add_feedback(fields)
         if created is None:
-            self._send(409, {"detail": "already exists (fake LangSmith)"})
+            self._reply(409, {"detail": "already exists (fake LangSmith)"})
         else:
-            self._send(200, created)
+            self._reply(200, created)
 
     def do_PATCH(self) -> None:
         """Update a session; anything else as the recorder does."""
@@ -135,7 +134,7 @@ class _StubHandler(_RecorderHandler):
         try:
             fields = json_object(self._read_body() or b"{}")
         except ValueError as exc:
-            self._send(400, {"detail": f"fake LangSmith could not read the body: {exc!r}"})
+            self._reply(400, {"detail": f"fake LangSmith could not read the body: {exc!r}"})
             return
         self._send_found(
             self.server.recorder.update_session(route.removeprefix("/sessions/"), fields)
@@ -147,27 +146,9 @@ class _StubHandler(_RecorderHandler):
     def _send_found(self, found: dict[str, Any] | None) -> None:
         """Send `found`, or 404 when it is `None`."""
         if found is None:
-            self._send(404, _NOT_FOUND)
+            self._reply(404, _NOT_FOUND)
         else:
-            self._send(200, found)
-
-    def _send(self, status: int, payload: Any) -> None:
-        """Send any JSON answer (an object or a list) and record the request."""
-        self.server.recorder.record_request(
-            RecordedRequest(
-                method=self.command,
-                path=self.path,
-                content_type=self.headers.get("Content-Type"),
-                content_encoding=self.headers.get("Content-Encoding"),
-                status=status,
-            )
-        )
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            self._reply(200, found)
 
 
 class LangSmithApiStub(LangSmithRecorder):

@@ -229,7 +229,7 @@ class _RecorderHandler(BaseHTTPRequestHandler):
             body = self.rfile.read(length) if length else b""
         return decode_body(body, self.headers.get("Content-Encoding"))
 
-    def _reply(self, status: int, payload: Mapping[str, Any]) -> None:
+    def _reply(self, status: int, payload: Any) -> None:
         """Send a JSON answer and record the request."""
         self.server.recorder.record_request(
             RecordedRequest(
