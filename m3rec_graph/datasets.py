@@ -12,6 +12,7 @@ Nothing here depends on a dataset's name: any directory in this format loads.
 """
 
 import csv
+import hashlib
 import heapq
 import random
 from bisect import bisect_right
@@ -93,6 +94,21 @@ def item_dict(item: Item) -> dict[str, Any]:
     if not data.get("categories"):
         data.pop("categories", None)
     return data
+
+
+def dataset_fingerprint(path: Path) -> str:
+    """Return a sha256 over the dataset's two files (names and bytes), so a changed dataset is noticed."""
+    digest = hashlib.sha256()
+    for name in (INTERACTIONS_FILE, ITEMS_FILE):
+        file = path / name
+        if not file.is_file():
+            raise DatasetError(f"dataset file not found: {file}")
+        digest.update(name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
 
 
 # --------------------------------------------------------------------------- loading

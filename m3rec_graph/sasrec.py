@@ -32,7 +32,6 @@ settings loads it instead of training again (`--retrain` forces training).
 """
 
 import copy
-import hashlib
 import math
 import os
 import random
@@ -42,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from m3rec_graph.datasets import Dataset, EvalCase
+from m3rec_graph.datasets import Dataset, EvalCase, dataset_fingerprint
 from m3rec_graph.metrics import rank_of, summarise
 
 with warnings.catch_warnings():
@@ -504,11 +503,7 @@ class SASRecRanker:
 
 def dataset_sha256(path: Path) -> str:
     """Hash the dataset's two files, so a checkpoint is not reused on changed data."""
-    digest = hashlib.sha256()
-    for name in ("interactions.csv", "items.jsonl"):
-        digest.update(name.encode())
-        digest.update((path / name).read_bytes())
-    return digest.hexdigest()
+    return dataset_fingerprint(path)
 
 
 def save_checkpoint(

@@ -19,7 +19,6 @@ A run lives in one directory, used by one process at a time:
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -31,11 +30,11 @@ if sys.platform != "win32":
     import fcntl
 
 from m3rec_graph.datasets import (
-    INTERACTIONS_FILE,
-    ITEMS_FILE,
     Dataset,
+    DatasetError,
     EvalCase,
     build_requests,
+    dataset_fingerprint,
 )
 from m3rec_graph.evaluation.settings import EvalSettings, EvaluationError
 from m3rec_graph.jsonl import json_lines
@@ -53,32 +52,25 @@ ResultKey = tuple[str, str, str]
 """(method key, slice name, user id)."""
 
 
-def dataset_fingerprint(path: Path) -> str:
-    """Return a sha256 over the dataset's two files, so a changed dataset is noticed."""
-    digest = hashlib.sha256()
-    for name in (INTERACTIONS_FILE, ITEMS_FILE):
-        file = path / name
-        if not file.is_file():
-            raise EvaluationError(f"dataset file not found: {file}")
-        digest.update(name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def settings_record(settings: EvalSettings, dataset: Dataset) -> dict[str, Any]:
     """Return the `settings.json` content for `settings` (the dataset identified by content)."""
     return {
         "format": SETTINGS_FORMAT,
         "dataset_name": dataset.name,
-        "dataset_sha256": dataset_fingerprint(settings.dataset),
+        "dataset_sha256": _fingerprint(settings.dataset),
         "dataset_path": str(settings.dataset.resolve()),
         "users": settings.users,
         "negatives": settings.negatives,
         "sampling": settings.sampling,
         "seed": settings.seed,
     }
+
+
+def _fingerprint(path: Path) -> str:
+    try:
+        return dataset_fingerprint(path)
+    except DatasetError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 @contextlib.contextmanager
