@@ -31,11 +31,11 @@ if sys.platform != "win32":
 
 from m3rec_graph.datasets import (
     Dataset,
-    DatasetError,
     EvalCase,
     build_requests,
     dataset_fingerprint,
 )
+from m3rec_graph.errors import DatasetError
 from m3rec_graph.evaluation.settings import EvalSettings, EvaluationError
 from m3rec_graph.jsonl import json_lines
 
