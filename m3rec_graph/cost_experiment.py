@@ -157,6 +157,12 @@ def format_measurement(m: CostMeasurement) -> str:
         est = (
             None if r.estimated_cost_per_user_usd is None else 1000 * r.estimated_cost_per_user_usd
         )
+        if r.tokens_per_user is None:  # a baseline: no LLM, nothing to pay per user
+            lines.append(
+                f"| {r.method} | {r.hr10.mean:.4f} [{r.hr10.low:.4f}, {r.hr10.high:.4f}]"
+                f" | {r.ndcg10.mean:.4f} | 0 (no LLM) | 0 | | | | {r.seconds_per_user:.3g} | |"
+            )
+            continue
         lines.append(
             f"| {r.method} | {r.hr10.mean:.4f} [{r.hr10.low:.4f}, {r.hr10.high:.4f}] | {r.ndcg10.mean:.4f}"
             f" | {_fmt(r.cost_per_user_usd, '.6f')} | {r.cost_per_1000_users_usd:.2f} | {_fmt(est, '.2f')}"
