@@ -260,6 +260,8 @@ class SwappableTraitCache:
     every "miss" run a fresh cache without timing a recompilation.
     """
 
+    blocking = False  # a dict, like the InMemoryTraitCache it wraps
+
     def __init__(self) -> None:
         self.inner = InMemoryTraitCache()
 

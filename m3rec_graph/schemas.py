@@ -8,11 +8,23 @@ deterministic fallbacks something to compute with.
 """
 
 import functools
+import json
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
+from pydantic_core import InitErrorDetails
 
 
 class Dimension(StrEnum):
@@ -268,15 +280,89 @@ PointwiseScore = Judgement
 """MAR pointwise answer: the paper's Score(u, i) = F_LLM(m_u, T_i) for one candidate."""
 
 
-def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
-    """Return the MAR listwise contract: `scores` keyed by every candidate id, each exactly once.
+class ListwiseAnswer(BaseModel):
+    """Base of the per-chunk MAR listwise answer models built by `listwise_answer_schema`.
 
-    Memoised: building a pydantic model per call was the largest single cost of
-    the graph's own overhead (benchmarks/).
+    A chunk's model must require exactly its candidate ids as `scores` keys. A
+    pydantic model with one aliased field per id says that directly, but
+    creating one per chunk, and generating its JSON schema, cost more CPU than
+    anything else the graph did per MAR call. So each chunk's model is a bare
+    subclass of this one (`candidate_ids` set): `scores` is validated as a dict
+    of `Judgement`s, the ids are checked here with the errors pydantic reports
+    for a missing or an extra field, and the JSON schema is the per-id schema,
+    assembled from a template. The unit tests check both against the per-id
+    pydantic model (`per_id_listwise_model`).
+    """
 
-    Keys as required properties are the strongest constraint a JSON schema can
-    state: a grammar-constrained decoder cannot emit an unknown, duplicate or
-    missing id, and for other providers validation rejects them.
+    model_config = ConfigDict(extra="forbid")
+
+    candidate_ids: ClassVar[tuple[str, ...]] = ()
+    """The ids this chunk's model requires as `scores` keys, in order."""
+
+    scores: dict[str, Judgement]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _exactly_the_candidate_ids(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        scores = data.get("scores") if isinstance(data, dict) else None
+        errors: list[InitErrorDetails] = []
+        if cls.candidate_ids and isinstance(scores, dict):
+            allowed = set(cls.candidate_ids)
+            errors += [
+                {"type": "missing", "loc": ("scores", i), "input": scores}
+                for i in cls.candidate_ids
+                if i not in scores
+            ]
+            errors += [
+                {"type": "extra_forbidden", "loc": ("scores", key), "input": value}
+                for key, value in scores.items()
+                if key not in allowed
+            ]
+            if any(key not in allowed for key in scores):  # like a per-id model: an unknown id's value is not validated
+                data = {**data, "scores": {k: v for k, v in scores.items() if k in allowed}}
+        try:
+            validated = handler(data)
+        except ValidationError as exc:
+            if not errors:
+                raise
+            found = [
+                cast(InitErrorDetails, {key: e[key] for key in ("type", "loc", "input", "ctx") if key in e})
+                for e in exc.errors()
+            ]
+            try:
+                combined = ValidationError.from_exception_data(cls.__name__, [*found, *errors])
+            except (KeyError, TypeError, ValueError):  # an error type that does not round-trip
+                raise exc from None
+            raise combined from None
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return validated
+
+    @classmethod
+    def model_json_schema(
+        cls,
+        by_alias: bool | None = True,
+        ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
+        mode: JsonSchemaMode = "validation",
+        *,
+        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
+    ) -> dict[str, Any]:
+        """Return the per-id JSON schema (assembled from a template for the default arguments)."""
+        defaults = (by_alias, ref_template, schema_generator, mode, union_format) == (
+            True, DEFAULT_REF_TEMPLATE, GenerateJsonSchema, "validation", "any_of"
+        )  # fmt: skip
+        if defaults and cls.candidate_ids:
+            return _listwise_json_schema(cls.candidate_ids)
+        return per_id_listwise_model(cls.candidate_ids).model_json_schema(
+            by_alias, ref_template, schema_generator, mode, union_format=union_format
+        )
+
+
+def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:
+    """Return the listwise contract as a pydantic model with one required field per id.
+
+    What `listwise_answer_schema`'s models are equivalent to (and their JSON schema's source).
     """
     # Field names must be identifiers; the ids themselves are the aliases.
     fields: dict[str, Any] = {
@@ -286,4 +372,35 @@ def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
     model: type[BaseModel] = create_model(
         "ListwiseScores", __config__=ConfigDict(extra="forbid"), scores=(scores, ...)
     )
+    return model
+
+
+_TEMPLATE_ID = "m3rec-template-id"
+
+
+@functools.cache
+def _listwise_template() -> str:
+    """Pydantic's JSON schema of the one-candidate per-id model, as JSON text."""
+    return json.dumps(per_id_listwise_model([_TEMPLATE_ID]).model_json_schema())
+
+
+def _listwise_json_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(_listwise_template())  # a fresh copy: callers may edit it
+    scores = schema["$defs"]["Scores"]
+    entry = scores["properties"].pop(_TEMPLATE_ID)
+    scores["properties"] = {item_id: dict(entry) for item_id in candidate_ids}
+    scores["required"] = list(candidate_ids)
+    return schema
+
+
+def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
+    """Return the MAR listwise contract: `scores` keyed by every candidate id, each exactly once.
+
+    Keys as required properties are the strongest constraint a JSON schema can
+    state: a grammar-constrained decoder cannot emit an unknown, duplicate or
+    missing id, and for other providers validation rejects them. See
+    `ListwiseAnswer` for how the model is built cheaply.
+    """
+    model = cast(type[ListwiseAnswer], type("ListwiseScores", (ListwiseAnswer,), {"__module__": __name__}))
+    model.candidate_ids = tuple(candidate_ids)
     return model
