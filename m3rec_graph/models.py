@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from m3rec_graph.context import ModelSpec, StructuredMethod
 from m3rec_graph.rate_limits import RequestLimiter, request_tokens
 from m3rec_graph.rate_limits import rate_limiter_for as rate_limiter_for  # re-exported
-from m3rec_graph.schemas import ListwiseAnswer
+from m3rec_graph.schemas import PER_TASK_ANSWERS
 
 
 class ChatModelFactory(Protocol):
@@ -130,7 +130,7 @@ def _describe_parsing_error(exc: BaseException) -> str:
 
 
 def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    if issubclass(schema, ListwiseAnswer):  # one model per MAR chunk, its schema assembled cheaply
+    if issubclass(schema, PER_TASK_ANSWERS):  # one model per task, its schema assembled cheaply
         return schema.model_json_schema()
     return _cached_json_schema(schema)
 
@@ -157,7 +157,7 @@ def _structured_runnable(
     was a fifth of the cost of a stage call with an instant model. Entries hold
     their model, so an `id()` is never reused while cached (and the cache is bounded).
     """
-    if issubclass(schema, ListwiseAnswer):  # one model per MAR chunk: caching would only pin it
+    if issubclass(schema, PER_TASK_ANSWERS):  # one model per task: caching would only pin it
         return model.with_structured_output(_json_schema(schema), method=method, include_raw=True)
     key = (id(model), schema, method)
     hit = _structured.get(key)
