@@ -57,7 +57,7 @@ class MoteStage(StageDefinition):
 def build_mote_graph(
     chat_models: ChatModelFactory, cache: TraitCache
 ) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
-    """Compile the per-item MOTE subgraph (the target of `Send("mote", MoteTask)`)."""
+    """Compile MOTE as a graph of its own: one `MoteTask` in, its traits out (the recommender uses `add_stage`)."""
     return build_stage_graph(
         MoteStage(cache),
         state_schema=MoteState,
