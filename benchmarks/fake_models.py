@@ -160,7 +160,12 @@ class BenchChatModel(BaseChatModel):
                 return {"raw": message, "parsed": parsed, "parsing_error": None}
             return parsed
 
-        return self | RunnableLambda(parse)
+        async def aparse(message: AIMessage) -> dict[str, Any] | Any:
+            return parse(message)
+
+        # With `afunc`, an async call parses on the event loop: a sync-only lambda would be
+        # run in a worker thread on every call, a cost of this fake, not of the graph.
+        return self | RunnableLambda(parse, afunc=aparse, name="parse")
 
 
 @dataclass

@@ -2,13 +2,15 @@
 
 Every model call is answered by `benchmarks.fake_models`, so what is measured is the
 graph itself: request validation, prompt rendering, LangGraph's Pregel loop, Send
-fan-out, the stage subgraphs, pydantic validation and the usage report. The cache
+fan-out, the stage nodes, pydantic validation and the usage report. The cache
 effect and the tokens per recommendation (`benchmarks.tokens`) count the real prompts
 of real users with tiktoken, offline.
 """
 
 import asyncio
+import contextlib
 import cProfile
+import gc
 import importlib.metadata
 import math
 import os
@@ -19,7 +21,7 @@ import sys
 import time
 import tracemalloc
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,6 +190,10 @@ class ConcurrencyRow:
     cpu_bound_throughput: float
     """users / cpu_s: the ceiling of one event loop on one core, whatever the latency."""
     llm_calls: int
+    gc_s: float = 0.0
+    """Time spent in Python's cyclic garbage collector during the batch (part of cpu_s)."""
+    gc_frozen: bool = False
+    """The batch ran after `gc.collect(); gc.freeze()` (start-up objects out of the collector's way)."""
 
 
 @dataclass
@@ -206,6 +212,8 @@ class Machine:
     platform: str
     python: str
     packages: dict[str, str]
+    load_avg: tuple[float, float, float] | None = None
+    """1/5/15-minute load average when the suite started: other processes using the CPUs."""
 
 
 @dataclass
@@ -259,6 +267,8 @@ class SwappableTraitCache:
     `build_graph` binds the cache at compile time; swapping the inner cache gives
     every "miss" run a fresh cache without timing a recompilation.
     """
+
+    blocking = False  # a dict, like the InMemoryTraitCache it wraps
 
     def __init__(self) -> None:
         self.inner = InMemoryTraitCache()
@@ -533,6 +543,25 @@ async def bench_scaling(settings: Settings) -> Scaling:
 # --- 3. concurrency ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def gc_timer() -> Iterator[list[float]]:
+    """Yield a one-element list that ends up holding the seconds spent in garbage collection."""
+    total = [0.0]
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            total[0] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(on_gc)
+    try:
+        yield total
+    finally:
+        gc.callbacks.remove(on_gc)
+
+
 def ideal_throughput(users: int, concurrency: int, latency_s: float, path_calls: int) -> float:
     """Recommendations/s if only model latency counted: waves of `concurrency` runs, `path_calls` deep."""
     waves = math.ceil(users / max(1, min(concurrency, users)))
@@ -559,12 +588,24 @@ async def bench_concurrency(settings: Settings) -> Concurrency:
     rows = []
     per_rec = expected_calls(settings.batch_candidates, "listwise", ctx.mar_chunk_size)
     mar_tasks = per_rec - 1 - settings.batch_candidates
-    for c in settings.concurrency_levels:
+    # The last level once more with the start-up heap frozen: what a host can do about the
+    # collector's full passes over every imported module's objects (not the default).
+    levels = [(c, False) for c in settings.concurrency_levels]
+    levels.append((settings.concurrency_levels[-1], True))
+    for c, frozen in levels:
         bench.cache.fresh()
         bench.models.reset()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        outs = await bench.graph.abatch(inputs, {"max_concurrency": c}, context=ctx)
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        if frozen:
+            gc.collect()
+            gc.freeze()
+        try:
+            with gc_timer() as gc_time:
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                outs = await bench.graph.abatch(inputs, {"max_concurrency": c}, context=ctx)
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        finally:
+            if frozen:
+                gc.unfreeze()
         for request, out in zip(inputs, outs, strict=True):
             check_output(request, out)
         throughput = len(inputs) / wall
@@ -584,6 +625,8 @@ async def bench_concurrency(settings: Settings) -> Concurrency:
                 cpu_s=cpu,
                 cpu_bound_throughput=len(inputs) / cpu if cpu > 0 else math.inf,
                 llm_calls=bench.models.calls,
+                gc_s=gc_time[0],
+                gc_frozen=frozen,
             )
         )
     return Concurrency(
@@ -611,6 +654,7 @@ def machine_info() -> Machine:
         platform=platform.platform(),
         python=f"{platform.python_implementation()} {platform.python_version()}",
         packages=packages,
+        load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None,
     )
 
 
@@ -636,6 +680,7 @@ async def run_suite(
         raise FileNotFoundError(f"dataset directory not found: {resolve(settings.token_dataset)}")
     say = progress or (lambda _: None)
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    machine = machine_info()  # before the benchmarks: the load average is other processes'
     t0 = time.perf_counter()
     say(f"orchestration overhead ({settings.runs} runs x miss/hit) ...")
     orchestration = await bench_orchestration(settings)
@@ -652,7 +697,7 @@ async def run_suite(
         command=command or default_command(quick),
         started=started,
         duration_s=time.perf_counter() - t0,
-        machine=machine_info(),
+        machine=machine,
         orchestration=orchestration,
         profile=profile,
         scaling=scaling,
@@ -701,7 +746,8 @@ def findings(results: Results) -> list[str]:
                 f"{large.wall_ms_per_call:.2f} ms per call)."
             )
     c = results.concurrency
-    first, last = c.rows[0], c.rows[-1]
+    plain = [r for r in c.rows if not r.gc_frozen]
+    first, last = plain[0], plain[-1]
     notes.append(
         f"Concurrency: max_concurrency={first.max_concurrency} reaches {first.ratio:.0%} of the "
         f"2-call latency bound because the cap also serialises each run's own fan-out "
@@ -710,6 +756,25 @@ def findings(results: Results) -> list[str]:
         f"{last.ratio:.0%} of the latency bound, against a single-core CPU ceiling of "
         f"{last.cpu_bound_throughput:.1f} recs/s (the graph's CPU cost of {c.users} runs)."
     )
+    frozen = next((r for r in c.rows if r.gc_frozen), None)
+    default = [r for r in c.rows if not r.gc_frozen]
+    if frozen and default:
+        top = default[-1]
+        notes.append(
+            f"Garbage collection took {top.gc_s:.2f} of the {top.cpu_s:.2f} CPU s at "
+            f"max_concurrency={top.max_concurrency} (full passes over every imported module's "
+            f"objects). With the start-up heap frozen (`gc.freeze()`, a host's choice): "
+            f"{frozen.gc_s:.2f} s of GC, {frozen.throughput:.1f} recs/s, {frozen.ratio:.0%} of the "
+            "latency bound."
+        )
+    load = results.machine.load_avg
+    cpus = results.machine.cpu_count or 1
+    if load is not None and load[0] >= 0.5:
+        notes.append(
+            f"The machine was shared: the 1-minute load average was {load[0]:.2f} on {cpus} CPUs "
+            "before the suite started (other processes). Wall times include waiting for a CPU; "
+            "CPU times are the steadier measure."
+        )
     notes.extend(token_notes(results.tokens))
     return notes
 

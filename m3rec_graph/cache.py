@@ -26,7 +26,12 @@ def trait_cache_key(item: Item, model: str, prompt_version: str) -> str:
 
 
 class TraitCache(Protocol):
-    """Where MOTE traits are kept between users and runs."""
+    """Where MOTE traits are kept between users and runs.
+
+    A cache may set `blocking = False` when its methods never block (no disk or
+    network): the graph then calls it on the event loop instead of in a worker
+    thread. Without the attribute a cache is assumed to block.
+    """
 
     def get_many(self, keys: Iterable[str]) -> dict[str, ItemTraits]:
         """Return the cached traits of those `keys` that are present."""
@@ -35,8 +40,15 @@ class TraitCache(Protocol):
         """Store `traits` under `key`."""
 
 
+def cache_blocks(cache: TraitCache) -> bool:
+    """Return whether `cache` may block (then the graph calls it off the event loop)."""
+    return bool(getattr(cache, "blocking", True))
+
+
 class InMemoryTraitCache:
     """A dict-backed cache (tests, notebooks, short-lived hosts)."""
+
+    blocking = False
 
     def __init__(self) -> None:
         self._data: dict[str, ItemTraits] = {}

@@ -366,7 +366,8 @@ async def astream_progress(
 
     The graph's own custom events (`stream_mode="custom"`) mark the start and the
     ranking; the per-item `mote` updates (`stream_mode="updates"`), which arrive as
-    each item's traits are ready, give the "n of m products" count.
+    each item's traits are ready, give the "n of m products" count (a re-asked
+    item counts once its answer, or its fallback, is in).
     """
     total = ready = 0
     profile_told = False
@@ -378,14 +379,14 @@ async def astream_progress(
         data: dict[str, Any] = chunk if isinstance(chunk, dict) else {}
         if mode == "values":
             output = chunk
-        elif mode == "updates" and "mote" in data and total:
+        elif mode == "updates" and total and _stage_result(data, "mote", "traits"):
             ready += 1
             yield _progress("item_encoded", f"Read {ready} of {total} products", ready, total)
         elif mode == "custom" and data.get("m3rec") == "started":
             total, ready = int(data["candidates"]), int(data["ready"])
             yield _progress("started", f"Reading {total} products ({ready} known)", ready, total)
         elif not profile_told and (
-            (mode == "updates" and "mope" in data) or data.get("m3rec") == "profile_ready"
+            (mode == "updates" and _stage_result(data, "mope", "profile")) or data.get("m3rec") == "profile_ready"
         ):
             profile_told = True  # MOPE's own update, or the graph's event after the join
             yield _progress("profile_ready", "Understood what drives this shopper")
@@ -407,6 +408,14 @@ def _progress(
     if done is not None and total is not None:
         progress["done"], progress["total"] = done, total
     return progress
+
+
+def _stage_result(update: dict[str, Any], stage: str, key: str) -> bool:
+    """Return whether a `stream_mode="updates"` chunk is a stage task's result (not a re-ask)."""
+    return any(
+        isinstance(node_update := update.get(node), dict) and key in node_update
+        for node in (stage, f"{stage}_fallback")
+    )
 
 
 def _graph(graph: M3RecGraph | None) -> M3RecGraph:

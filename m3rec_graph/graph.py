@@ -5,9 +5,14 @@ START -> prepare --Send--> mope ---------\
                  \--Send--> mote (x misses) --> collect_traits --Send--> mar (x chunks) --> rank -> END
 ```
 
+Each stage is a plain node per task plus a `<stage>_fallback` node; a rejected
+answer re-sends the task to its node (stages/loop.py).
+
 `prepare` validates the request, fixes the seeded display order and reads the
 trait cache; only uncached items with text are sent to MOTE. MOPE and the MOTE
-tasks run in the same superstep, so `collect_traits` runs once both are done.
+tasks run in the same superstep, so `collect_traits` runs once both are done
+(if one was re-asked, `collect_traits` also runs, idle, in the step after the
+others finished, and proceeds once the re-ask is answered; `rank` joins MAR the same way).
 
 The ablations (`M3RecContext.ablation`) configure this same graph: `no_mope` sends
 no MOPE task, `no_mote` no MOTE tasks, and `no_mar` goes from `collect_traits`
@@ -25,7 +30,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
-from m3rec_graph.cache import SqliteTraitCache, TraitCache, trait_cache_key
+from m3rec_graph.cache import SqliteTraitCache, TraitCache, cache_blocks, trait_cache_key
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_alignment
 from m3rec_graph.models import ChatModelFactory, openai_chat_model
@@ -34,9 +39,10 @@ from m3rec_graph.render import truncations
 from m3rec_graph.request import RecommendationRequest, parse_request
 from m3rec_graph.routing import RemoteContext, get_context
 from m3rec_graph.schemas import Item, RankedItem
-from m3rec_graph.stages.mar import build_mar_graph
-from m3rec_graph.stages.mope import build_mope_graph
-from m3rec_graph.stages.mote import build_mote_graph
+from m3rec_graph.stages.loop import add_stage
+from m3rec_graph.stages.mar import MarStage
+from m3rec_graph.stages.mope import MopeStage
+from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.state import (
     Degradation,
     MarCandidate,
@@ -100,7 +106,10 @@ async def prepare(
             traits[item.item_id] = neutral_traits("item has no text")
             degraded.append({"stage": "mote", "item_id": item.item_id, "reason": "item has no text"})
     # SQLite blocks: keep it off the event loop (the LangGraph server refuses blocking calls).
-    cached = await asyncio.to_thread(trait_cache.get_many, list(keys.values()))
+    if cache_blocks(trait_cache):
+        cached = await asyncio.to_thread(trait_cache.get_many, list(keys.values()))
+    else:
+        cached = trait_cache.get_many(list(keys.values()))
     sends: list[Send] = []
     for item in request.candidates:
         key = keys.get(item.item_id)
@@ -137,8 +146,12 @@ async def prepare(
 async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["mar", "rank"]]:
     """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate).
 
-    The `no_mar` ablation goes straight to `rank` instead.
+    The `no_mar` ablation goes straight to `rank` instead. Every finished MOPE/MOTE
+    task leads here: while a re-ask is still pending (the profile or some traits
+    are missing), this does nothing and the last task to finish comes back.
     """
+    if "profile" not in state or len(state["traits"]) < len(state["shown_order"]):
+        return Command()
     ctx = get_context(runtime)
     runtime.stream_writer(progress("profile_ready", summary=state["profile"].summary))
     runtime.stream_writer(
@@ -164,13 +177,18 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
 
 
 async def rank(state: State, runtime: Runtime[M3RecContext]) -> dict[str, Any]:
-    """Order candidates by alignment (ties by the shown order) and assemble the output."""
+    """Order candidates by alignment (ties by the shown order) and assemble the output.
+
+    Every finished MAR task leads here: while a re-ask is still pending (some
+    candidate has no score yet), this does nothing and the last task to finish comes back.
+    """
+    if get_context(runtime).ablation != "no_mar" and len(state.get("scores", {})) < len(state["shown_order"]):
+        return {}
     request = state["request"]
     position = {item_id: n for n, item_id in enumerate(state["shown_order"])}
     scores = dict(state.get("scores", {}))
     for item_id in state["shown_order"]:
-        # Every candidate under the `no_mar` ablation; otherwise a MAR task that never
-        # reported (defensive, not expected).
+        # Every candidate under the `no_mar` ablation.
         if item_id not in scores:
             scores[item_id] = overlap_alignment(item_id, state["profile"], state["traits"][item_id])
     ordered = sorted(scores.values(), key=lambda s: (-s.score, position[s.item_id]))
@@ -213,15 +231,15 @@ def build_graph(
         partial(prepare, trait_cache=cache),
         destinations=("mope", "mote", "collect_traits"),
     )
-    builder.add_node("mope", build_mope_graph(chat_models))
-    builder.add_node("mote", build_mote_graph(chat_models, cache))
+    # Each stage is two plain nodes (`mope` + `mope_fallback`, ...; see stages/loop.py).
+    # A re-ask is a new task sent after its siblings finished, so the joins
+    # (`collect_traits`, `rank`) proceed only once every result is in.
+    add_stage(builder, MopeStage(), then="collect_traits", chat_models=chat_models)
+    add_stage(builder, MoteStage(cache), then="collect_traits", chat_models=chat_models)
     builder.add_node("collect_traits", collect_traits, destinations=("mar", "rank"))
-    builder.add_node("mar", build_mar_graph(chat_models))
+    add_stage(builder, MarStage(), then="rank", chat_models=chat_models)
     builder.add_node("rank", rank)
     builder.add_edge(START, "prepare")
-    builder.add_edge("mope", "collect_traits")
-    builder.add_edge("mote", "collect_traits")
-    builder.add_edge("mar", "rank")
     builder.add_edge("rank", END)
     return builder.compile(checkpointer=checkpointer, name="m3rec")
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import openai
 from langchain_core.exceptions import ModelRefusalError, OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from m3rec_graph.context import ModelSpec, StructuredMethod
 from m3rec_graph.rate_limits import RequestLimiter, request_tokens
 from m3rec_graph.rate_limits import rate_limiter_for as rate_limiter_for  # re-exported
+from m3rec_graph.schemas import PER_TASK_ANSWERS
 
 
 class ChatModelFactory(Protocol):
@@ -127,10 +129,46 @@ def _describe_parsing_error(exc: BaseException) -> str:
     return f"the answer is not valid JSON for the schema ({text[:200]})"
 
 
-@functools.lru_cache(maxsize=4096)
 def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    if issubclass(schema, PER_TASK_ANSWERS):  # one model per task, its schema assembled cheaply
+        return schema.model_json_schema()
+    return _cached_json_schema(schema)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
     # Generating a JSON schema is costly and the answer models are immutable.
     return schema.model_json_schema()
+
+
+_STRUCTURED_CACHE_SIZE = 64
+_structured: "OrderedDict[tuple[int, type[BaseModel], str], tuple[BaseChatModel, Runnable[Any, Any]]]" = (
+    OrderedDict()
+)
+
+
+def _structured_runnable(
+    model: BaseChatModel, schema: type[BaseModel], method: StructuredMethod
+) -> Runnable[Any, Any]:
+    """Return `model.with_structured_output(...)` for `schema`, built once per model, schema and method.
+
+    Building it binds the schema and a parser into a new runnable (for the fakes,
+    a `RunnableLambda`, which inspects its function's signature): on every call that
+    was a fifth of the cost of a stage call with an instant model. Entries hold
+    their model, so an `id()` is never reused while cached (and the cache is bounded).
+    """
+    if issubclass(schema, PER_TASK_ANSWERS):  # one model per task: caching would only pin it
+        return model.with_structured_output(_json_schema(schema), method=method, include_raw=True)
+    key = (id(model), schema, method)
+    hit = _structured.get(key)
+    if hit is not None and hit[0] is model:
+        _structured.move_to_end(key)
+        return hit[1]
+    runnable = model.with_structured_output(_json_schema(schema), method=method, include_raw=True)
+    _structured[key] = (model, runnable)
+    if len(_structured) > _STRUCTURED_CACHE_SIZE:
+        _structured.popitem(last=False)
+    return runnable
 
 
 async def ainvoke_structured(
@@ -154,7 +192,7 @@ async def ainvoke_structured(
     the requests-per-second limit is applied by the chat model itself.
     """
     json_schema = _json_schema(schema)
-    runnable = model.with_structured_output(json_schema, method=method, include_raw=True)
+    runnable = _structured_runnable(model, schema, method)
     try:
         async with _request_limits(model, messages, json_schema):
             out = await runnable.ainvoke(list(messages), config=config)

@@ -351,7 +351,7 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-    prompts._load.cache_clear()  # the loader caches by path: re-read the new wording
+    prompts.forget_loaded()  # the loader caches by path: re-read the new wording
 
 
 # --------------------------------------------------------------------------- one run, one hub prompt

@@ -55,8 +55,24 @@ def _load(path: Path) -> StagePrompt:
 
 
 def load_prompt(name: PromptName, override: str | None = None) -> StagePrompt:
-    """Load a stage prompt, from `override` (a file path) when given."""
+    """Load a stage prompt, from `override` (a file path) when given.
+
+    Memoised per (name, override), like the file's content (`_load`): the graph
+    asks for its prompt on every stage call, and finding and resolving the path
+    cost file-system calls each time. A missing file is not memoised.
+    """
+    return _find_and_load(name, override)
+
+
+@functools.lru_cache(maxsize=256)
+def _find_and_load(name: PromptName, override: str | None) -> StagePrompt:
     path = Path(override) if override else prompt_dir() / f"{name}.toml"
     if not path.is_file():
         raise ConfigurationError(f"prompt file not found: {path}")
     return _load(path.resolve())
+
+
+def forget_loaded() -> None:
+    """Drop the memoised prompts, so the next `load_prompt` re-reads the files (after a rewrite)."""
+    _find_and_load.cache_clear()
+    _load.cache_clear()

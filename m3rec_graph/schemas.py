@@ -8,11 +8,23 @@ deterministic fallbacks something to compute with.
 """
 
 import functools
+import json
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
+from pydantic_core import InitErrorDetails
 
 
 class Dimension(StrEnum):
@@ -224,12 +236,21 @@ class TraitsAnswer(BaseModel):
 
 
 def profile_answer_schema(history_ids: Sequence[str]) -> type[BaseModel]:
-    """Return the MOPE answer contract, with evidence ids limited to the history (memoised)."""
-    return _profile_answer_schema(tuple(history_ids))
+    """Return the MOPE answer contract, with evidence ids limited to the history.
+
+    See `ProfileAnswer` for how the model is built cheaply; `per_id_profile_model`
+    is the pydantic model it is equivalent to.
+    """
+    if not history_ids:
+        return per_id_profile_model(())
+    model = cast(type[ProfileAnswer], type("MotivationProfile", (ProfileAnswer,), {"__module__": __name__}))
+    model.history_ids = tuple(history_ids)
+    return model
 
 
-@functools.lru_cache(maxsize=4096)
-def _profile_answer_schema(history_ids: tuple[str, ...]) -> type[BaseModel]:
+@functools.lru_cache(maxsize=64)
+def per_id_profile_model(history_ids: Sequence[str]) -> type[BaseModel]:
+    """Return the MOPE answer contract as a pydantic model whose evidence items are a `Literal` of the ids."""
     dim_model = create_model(
         "ProfileDimension",
         __config__=ConfigDict(extra="forbid"),
@@ -242,6 +263,133 @@ def _profile_answer_schema(history_ids: tuple[str, ...]) -> type[BaseModel]:
         "MotivationProfile", __config__=ConfigDict(extra="forbid"), **fields
     )
     return model
+
+
+_AnyEvidenceDimension = create_model(
+    "ProfileDimension",
+    __config__=ConfigDict(extra="forbid"),
+    strength=(int, _level("0 = irrelevant to this shopper, 10 = dominant")),
+    evidence=(list[Any], Field(max_length=5)),
+)
+
+
+def _expected_repr(values: Sequence[str]) -> str:
+    """How pydantic lists a `Literal`'s values in a `literal_error` (checked by the unit tests)."""
+    shown = [repr(v) for v in values]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
+class ProfileAnswer(BaseModel):
+    """Base of the per-user MOPE answer models built by `profile_answer_schema`.
+
+    Evidence must cite ids of this user's history. A pydantic model with a
+    `Literal` of those ids says that directly, but creating one per user, and
+    generating its JSON schema, was one of the largest CPU costs of the graph.
+    So each user's model is a bare subclass of this one (`history_ids` set):
+    evidence items are checked here with the error pydantic reports for a
+    `Literal`, and the JSON schema is the per-id one, assembled from a template.
+    The unit tests check both against `per_id_profile_model`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    history_ids: ClassVar[tuple[str, ...]] = ()
+    """The ids evidence may cite."""
+
+    functional: _AnyEvidenceDimension
+    quality: _AnyEvidenceDimension
+    aesthetic: _AnyEvidenceDimension
+    self_care: _AnyEvidenceDimension
+    social: _AnyEvidenceDimension
+    value: _AnyEvidenceDimension
+    convenience: _AnyEvidenceDimension
+    summary: str = Field(min_length=1, max_length=800)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _evidence_from_the_history(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        errors: list[InitErrorDetails] = []
+        if cls.history_ids and isinstance(data, dict):
+            allowed = set(cls.history_ids)
+            expected = _expected_repr(cls.history_ids)
+            for dim in Dimension:
+                entry = data.get(dim.value)
+                evidence = entry.get("evidence") if isinstance(entry, dict) else None
+                if not isinstance(evidence, list) or len(evidence) > 5:
+                    continue  # pydantic reports the list itself (type, too long), not its items
+                for n, item in enumerate(evidence):
+                    try:
+                        known = isinstance(item, str) and item in allowed
+                    except TypeError:
+                        known = False
+                    if not known:
+                        errors.append(
+                            {
+                                "type": "literal_error",
+                                "loc": (dim.value, "evidence", n),
+                                "input": item,
+                                "ctx": {"expected": expected},
+                            }
+                        )
+        return _validate_adding(cls.__name__, data, handler, errors)
+
+    @classmethod
+    def model_json_schema(
+        cls,
+        by_alias: bool | None = True,
+        ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
+        mode: JsonSchemaMode = "validation",
+        *,
+        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
+    ) -> dict[str, Any]:
+        """Return the per-id JSON schema (assembled from a template for the default arguments)."""
+        defaults = (by_alias, ref_template, schema_generator, mode, union_format) == (
+            True, DEFAULT_REF_TEMPLATE, GenerateJsonSchema, "validation", "any_of"
+        )  # fmt: skip
+        if defaults and cls.history_ids:
+            return _profile_json_schema(cls.history_ids)
+        return per_id_profile_model(cls.history_ids).model_json_schema(
+            by_alias, ref_template, schema_generator, mode, union_format=union_format
+        )
+
+
+def _validate_adding(
+    title: str, data: Any, handler: ModelWrapValidatorHandler[Any], errors: list[InitErrorDetails]
+) -> Any:
+    """Run pydantic's validation, and report `errors` too (alone when it passes)."""
+    try:
+        validated = handler(data)
+    except ValidationError as exc:
+        if not errors:
+            raise
+        found = [
+            cast(InitErrorDetails, {key: e[key] for key in ("type", "loc", "input", "ctx") if key in e})
+            for e in exc.errors()
+        ]
+        try:
+            combined = ValidationError.from_exception_data(title, [*found, *errors])
+        except (KeyError, TypeError, ValueError):  # an error type that does not round-trip
+            raise exc from None
+        raise combined from None
+    if errors:
+        raise ValidationError.from_exception_data(title, errors)
+    return validated
+
+
+@functools.cache
+def _profile_template() -> str:
+    """Return pydantic's JSON schema of the per-id profile model for two placeholder ids, as JSON text."""
+    return json.dumps(per_id_profile_model(("m3rec-template-a", "m3rec-template-b")).model_json_schema())
+
+
+def _profile_json_schema(history_ids: Sequence[str]) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(_profile_template())  # a fresh copy: callers may edit it
+    evidence = schema["$defs"]["ProfileDimension"]["properties"]["evidence"]
+    ids = list(history_ids)
+    # pydantic writes a one-value Literal as `const`, a longer one as `enum`
+    evidence["items"] = {"const": ids[0], "type": "string"} if len(ids) == 1 else {"enum": ids, "type": "string"}
+    return schema
 
 
 def profile_from_answer(answer: BaseModel) -> MotivationProfile:
@@ -268,15 +416,73 @@ PointwiseScore = Judgement
 """MAR pointwise answer: the paper's Score(u, i) = F_LLM(m_u, T_i) for one candidate."""
 
 
-def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
-    """Return the MAR listwise contract: `scores` keyed by every candidate id, each exactly once.
+class ListwiseAnswer(BaseModel):
+    """Base of the per-chunk MAR listwise answer models built by `listwise_answer_schema`.
 
-    Memoised: building a pydantic model per call was the largest single cost of
-    the graph's own overhead (benchmarks/).
+    A chunk's model must require exactly its candidate ids as `scores` keys. A
+    pydantic model with one aliased field per id says that directly, but
+    creating one per chunk, and generating its JSON schema, cost more CPU than
+    anything else the graph did per MAR call. So each chunk's model is a bare
+    subclass of this one (`candidate_ids` set): `scores` is validated as a dict
+    of `Judgement`s, the ids are checked here with the errors pydantic reports
+    for a missing or an extra field, and the JSON schema is the per-id schema,
+    assembled from a template. The unit tests check both against the per-id
+    pydantic model (`per_id_listwise_model`).
+    """
 
-    Keys as required properties are the strongest constraint a JSON schema can
-    state: a grammar-constrained decoder cannot emit an unknown, duplicate or
-    missing id, and for other providers validation rejects them.
+    model_config = ConfigDict(extra="forbid")
+
+    candidate_ids: ClassVar[tuple[str, ...]] = ()
+    """The ids this chunk's model requires as `scores` keys, in order."""
+
+    scores: dict[str, Judgement]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _exactly_the_candidate_ids(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        scores = data.get("scores") if isinstance(data, dict) else None
+        errors: list[InitErrorDetails] = []
+        if cls.candidate_ids and isinstance(scores, dict):
+            allowed = set(cls.candidate_ids)
+            errors += [
+                {"type": "missing", "loc": ("scores", i), "input": scores}
+                for i in cls.candidate_ids
+                if i not in scores
+            ]
+            errors += [
+                {"type": "extra_forbidden", "loc": ("scores", key), "input": value}
+                for key, value in scores.items()
+                if key not in allowed
+            ]
+            if any(key not in allowed for key in scores):  # like a per-id model: an unknown id's value is not validated
+                data = {**data, "scores": {k: v for k, v in scores.items() if k in allowed}}
+        return _validate_adding(cls.__name__, data, handler, errors)
+
+    @classmethod
+    def model_json_schema(
+        cls,
+        by_alias: bool | None = True,
+        ref_template: str = DEFAULT_REF_TEMPLATE,
+        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
+        mode: JsonSchemaMode = "validation",
+        *,
+        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
+    ) -> dict[str, Any]:
+        """Return the per-id JSON schema (assembled from a template for the default arguments)."""
+        defaults = (by_alias, ref_template, schema_generator, mode, union_format) == (
+            True, DEFAULT_REF_TEMPLATE, GenerateJsonSchema, "validation", "any_of"
+        )  # fmt: skip
+        if defaults and cls.candidate_ids:
+            return _listwise_json_schema(cls.candidate_ids)
+        return per_id_listwise_model(cls.candidate_ids).model_json_schema(
+            by_alias, ref_template, schema_generator, mode, union_format=union_format
+        )
+
+
+def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:
+    """Return the listwise contract as a pydantic model with one required field per id.
+
+    What `listwise_answer_schema`'s models are equivalent to (and their JSON schema's source).
     """
     # Field names must be identifiers; the ids themselves are the aliases.
     fields: dict[str, Any] = {
@@ -287,3 +493,38 @@ def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
         "ListwiseScores", __config__=ConfigDict(extra="forbid"), scores=(scores, ...)
     )
     return model
+
+
+_TEMPLATE_ID = "m3rec-template-id"
+
+
+@functools.cache
+def _listwise_template() -> str:
+    """Pydantic's JSON schema of the one-candidate per-id model, as JSON text."""
+    return json.dumps(per_id_listwise_model([_TEMPLATE_ID]).model_json_schema())
+
+
+def _listwise_json_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(_listwise_template())  # a fresh copy: callers may edit it
+    scores = schema["$defs"]["Scores"]
+    entry = scores["properties"].pop(_TEMPLATE_ID)
+    scores["properties"] = {item_id: dict(entry) for item_id in candidate_ids}
+    scores["required"] = list(candidate_ids)
+    return schema
+
+
+def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
+    """Return the MAR listwise contract: `scores` keyed by every candidate id, each exactly once.
+
+    Keys as required properties are the strongest constraint a JSON schema can
+    state: a grammar-constrained decoder cannot emit an unknown, duplicate or
+    missing id, and for other providers validation rejects them. See
+    `ListwiseAnswer` for how the model is built cheaply.
+    """
+    model = cast(type[ListwiseAnswer], type("ListwiseScores", (ListwiseAnswer,), {"__module__": __name__}))
+    model.candidate_ids = tuple(candidate_ids)
+    return model
+
+
+PER_TASK_ANSWERS: tuple[type[BaseModel], ...] = (ProfileAnswer, ListwiseAnswer)
+"""Bases of the answer models built per task (per user, per MAR chunk): cheap to build, not worth caching."""

@@ -91,11 +91,10 @@ class State(TypedDict, total=False):
 
 
 class LoopState(TypedDict, total=False):
-    """Keys every stage subgraph's re-ask loop shares."""
+    """Keys of a stage task's re-ask loop (the task's `Send` payload carries `feedback`)."""
 
-    feedback: Annotated[list[str], operator.add]
+    feedback: list[str]
     """Validation errors fed back on re-ask; its length is the number of failed attempts."""
-    outcome: Literal["accepted", "retry", "exhausted"]
     usage_log: Annotated[list[CallUsage], operator.add]
     degraded: Annotated[list[Degradation], operator.add]
 
@@ -135,25 +134,25 @@ class MarTask(TypedDict):
 
 
 class MopeState(MopeTask, LoopState, total=False):
-    """MOPE subgraph state."""
+    """A MOPE task as its node sees it (and the state of the standalone MOPE graph)."""
 
     profile: MotivationProfile
 
 
 class MoteState(MoteTask, LoopState, total=False):
-    """MOTE subgraph state."""
+    """A MOTE task as its node sees it (and the state of the standalone MOTE graph)."""
 
     traits: dict[str, ItemTraits]
 
 
 class MarState(MarTask, LoopState, total=False):
-    """MAR subgraph state."""
+    """A MAR task as its node sees it (and the state of the standalone MAR graph)."""
 
     scores: dict[str, AlignmentScore]
 
 
 class MopeOutput(TypedDict):
-    """What MOPE writes back to the parent."""
+    """What the standalone MOPE graph returns."""
 
     profile: MotivationProfile
     usage_log: list[CallUsage]
@@ -161,7 +160,7 @@ class MopeOutput(TypedDict):
 
 
 class MoteOutput(TypedDict):
-    """What one MOTE task writes back to the parent."""
+    """What the standalone MOTE graph returns."""
 
     traits: dict[str, ItemTraits]
     usage_log: list[CallUsage]
@@ -169,7 +168,7 @@ class MoteOutput(TypedDict):
 
 
 class MarOutput(TypedDict):
-    """What one MAR task writes back to the parent."""
+    """What the standalone MAR graph returns."""
 
     scores: dict[str, AlignmentScore]
     usage_log: list[CallUsage]

@@ -1,22 +1,34 @@
-"""The one re-ask mechanism every LLM stage uses, as a small subgraph.
+"""The one re-ask mechanism every LLM stage uses: two nodes of the parent graph per stage.
 
 ```
-START -> ask --(accepted)--> END
-          ^ |--(retry: feedback + budget left)--> ask
-            |--(exhausted, or provider error after retries)--> fallback -> END
+Send(stage, task) -> stage --(accepted)--> join (collect_traits / rank)
+                 ^    |--(retry: Send(stage, task + feedback), budget left)
+                      |--(exhausted, or provider error after retries)--> Send(stage_fallback) -> join
 ```
 
-`ask` renders the stage prompt (with the last validation error when re-asking),
-calls the routed model, parses and domain-checks the answer. Transient provider
-errors are retried by the node's `RetryPolicy`; once those are spent, the error
-handler sends the task to `fallback`. Authentication and model-not-found
-errors are configuration problems and raise `ProviderAuthError`.
+The `stage` node (`mope`, `mote`, `mar`) renders the stage prompt (with the last
+validation error when re-asking), calls the routed model, parses and
+domain-checks the answer. A rejected answer re-sends the task to the same node
+with the error appended to its `feedback`; once `max_schema_retries` re-asks are
+spent, the task goes to `<stage>_fallback`. Transient provider errors are retried
+by the node's `RetryPolicy`; once those are spent, the error handler sends the
+task to the fallback. Authentication and model-not-found errors are
+configuration problems and raise `ProviderAuthError`.
+
+Each task carries its own re-ask state (`feedback`) in its `Send` payload, so the
+tasks of one fan-out run as plain nodes of the parent graph: no nested graph run
+per task, which cost more CPU than everything else the graph does (see
+docs/benchmarks.md). Only a finished task (accepted or fallen back) goes on to the
+join, and the join checks that every result is in: while a re-ask is still
+pending it runs, finds a result missing, and does nothing (`defer=True` does not
+help here: LangGraph 1.2 decides a run is about to end without counting pending
+`Send` tasks, so a deferred join would run next to the re-ask).
 """
 
 import asyncio
 from abc import ABC, abstractmethod
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.exceptions import (
     ContextOverflowError,
@@ -34,7 +46,7 @@ from langgraph.errors import NodeError, NodeTimeoutError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, RetryPolicy
+from langgraph.types import Command, RetryPolicy, Send
 from pydantic import BaseModel
 
 from m3rec_graph.context import M3RecContext, Stage
@@ -76,6 +88,8 @@ class StageDefinition(ABC):
     """What differs between stages: prompt, answer schema, domain check, result and fallback."""
 
     stage: Stage
+    accept_blocks: bool = False
+    """`accept()` does blocking I/O (a SQLite trait cache): run it in a worker thread."""
 
     @abstractmethod
     def prompt_name(self, state: Any) -> PromptName:
@@ -108,14 +122,20 @@ def stage_prompt(definition: StageDefinition, state: Any, ctx: M3RecContext) -> 
     return load_prompt(name, ctx.prompt_overrides.get(name))
 
 
+def fallback_node(stage: Stage) -> str:
+    """Return the name of the node that produces `stage`'s deterministic result."""
+    return f"{stage}_fallback"
+
+
 async def ask(
     state: dict[str, Any],
     runtime: Runtime[M3RecContext],
     *,
     definition: StageDefinition,
     chat_models: ChatModelFactory,
-) -> dict[str, Any]:
-    """Call the stage's model once; accept the answer or record why it failed."""
+    then: str,
+) -> Command[Any]:
+    """Call the stage's model once; accept the answer, or re-send the task with why it failed."""
     ctx = get_context(runtime)
     spec = ctx.model_for(definition.stage)
     prompt = stage_prompt(definition, state, ctx)
@@ -150,19 +170,15 @@ async def ask(
     if answer.cut_off:
         usage["output_tokens"] = spec.max_tokens
     if error is None and answer.parsed is not None:
-        # accept() may write the trait cache (SQLite): run it off the event loop.
-        update = await asyncio.to_thread(definition.accept, state, answer.parsed, ctx)
-        return {**update, "usage_log": [usage], "outcome": "accepted"}
-    outcome = "exhausted" if len(feedback) >= ctx.max_schema_retries else "retry"
-    return {"feedback": [error or "no answer"], "usage_log": [usage], "outcome": outcome}
-
-
-def route_after_ask(state: dict[str, Any]) -> Literal["ask", "fallback", "__end__"]:
-    """Re-ask while budget is left, fall back when it is spent, stop on a valid answer."""
-    outcome = state.get("outcome")
-    if outcome == "accepted":
-        return "__end__"
-    return "ask" if outcome == "retry" else "fallback"
+        if definition.accept_blocks:
+            # accept() writes the trait cache (SQLite): run it off the event loop.
+            update = await asyncio.to_thread(definition.accept, state, answer.parsed, ctx)
+        else:
+            update = definition.accept(state, answer.parsed, ctx)
+        return Command(update={**update, "usage_log": [usage]}, goto=then)
+    retry = {**state, "feedback": [*feedback, error or "no answer"]}
+    target = definition.stage if len(feedback) < ctx.max_schema_retries else fallback_node(definition.stage)
+    return Command(update={"usage_log": [usage]}, goto=Send(target, retry))
 
 
 async def fall_back(state: dict[str, Any], *, definition: StageDefinition) -> dict[str, Any]:
@@ -177,7 +193,7 @@ async def on_provider_error(
     runtime: Runtime[M3RecContext],
     *,
     definition: StageDefinition,
-) -> Command[Literal["fallback"]]:
+) -> Command[Any]:
     """After retries: degrade on provider trouble; raise a clear error on bad configuration."""
     exc = error.error
     if isinstance(exc, FATAL_ERRORS):
@@ -190,7 +206,33 @@ async def on_provider_error(
     if not isinstance(exc, DEGRADABLE_ERRORS):
         raise exc
     reason = f"provider error after retries: {type(exc).__name__}: {str(exc)[:200]}"
-    return Command(goto="fallback", update={"feedback": [reason]})
+    feedback: list[str] = state.get("feedback", [])
+    return Command(goto=Send(fallback_node(definition.stage), {**state, "feedback": [*feedback, reason]}))
+
+
+def add_stage(
+    builder: StateGraph[Any, Any, Any, Any],
+    definition: StageDefinition,
+    *,
+    then: str,
+    chat_models: ChatModelFactory,
+) -> None:
+    """Add a stage's ask node (the target of `Send(stage, task)`) and its fallback node to `builder`.
+
+    A task that finishes (accepted, or fallen back) goes on to `then`, which must
+    itself wait until every task's result is in (re-asks may still be pending).
+    """
+    stage = definition.stage
+    fallback = fallback_node(stage)
+    builder.add_node(
+        stage,
+        partial(ask, definition=definition, chat_models=chat_models, then=then),
+        retry_policy=PROVIDER_RETRY,
+        error_handler=partial(on_provider_error, definition=definition),
+        destinations=(stage, fallback, then),  # Command targets: partial() hides the annotation
+    )
+    builder.add_node(fallback, partial(fall_back, definition=definition))
+    builder.add_edge(fallback, then)
 
 
 def build_stage_graph(
@@ -201,18 +243,18 @@ def build_stage_graph(
     output_schema: type[Any],
     chat_models: ChatModelFactory,
 ) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
-    """Compile a stage's ask / re-ask / fallback subgraph."""
+    """Compile one stage on its own: one task in, its result (and usage, degradations) out.
+
+    The recommender adds its stages to its own graph with `add_stage`; this is for
+    running a stage by itself (tests, tools), with the same nodes and loop.
+    """
     builder = StateGraph(
         state_schema, context_schema=M3RecContext, input_schema=input_schema, output_schema=output_schema
     )
-    builder.add_node(
-        "ask",
-        partial(ask, definition=definition, chat_models=chat_models),
-        retry_policy=PROVIDER_RETRY,
-        error_handler=partial(on_provider_error, definition=definition),
-    )
-    builder.add_node("fallback", partial(fall_back, definition=definition))
-    builder.add_edge(START, "ask")
-    builder.add_conditional_edges("ask", route_after_ask, ["ask", "fallback", END])
-    builder.add_edge("fallback", END)
+    add_stage(builder, definition, then=END, chat_models=chat_models)
+    builder.add_conditional_edges(START, partial(_send_task, stage=definition.stage), [definition.stage])
     return builder.compile(name=definition.stage)
+
+
+def _send_task(task: dict[str, Any], *, stage: Stage) -> Send:
+    return Send(stage, dict(task))

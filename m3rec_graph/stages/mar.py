@@ -142,7 +142,7 @@ class MarStage(StageDefinition):
 
 
 def build_mar_graph(chat_models: ChatModelFactory) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
-    """Compile the MAR subgraph (the target of `Send("mar", MarTask)`)."""
+    """Compile MAR as a graph of its own: one `MarTask` in, its scores out (the recommender uses `add_stage`)."""
     return build_stage_graph(
         MarStage(),
         state_schema=MarState,

@@ -55,7 +55,7 @@ class MopeStage(StageDefinition):
 
 
 def build_mope_graph(chat_models: ChatModelFactory) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
-    """Compile the MOPE subgraph (the target of `Send("mope", MopeTask)`)."""
+    """Compile MOPE as a graph of its own: one `MopeTask` in, the profile out (the recommender uses `add_stage`)."""
     return build_stage_graph(
         MopeStage(),
         state_schema=MopeState,

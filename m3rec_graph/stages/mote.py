@@ -5,7 +5,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
-from m3rec_graph.cache import TraitCache
+from m3rec_graph.cache import TraitCache, cache_blocks
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.fallbacks import neutral_traits
 from m3rec_graph.models import ChatModelFactory
@@ -23,6 +23,7 @@ class MoteStage(StageDefinition):
 
     def __init__(self, cache: TraitCache) -> None:
         self.cache = cache
+        self.accept_blocks = cache_blocks(cache)
 
     def prompt_name(self, state: MoteState) -> PromptName:
         """Return the MOTE prompt."""
@@ -56,7 +57,7 @@ class MoteStage(StageDefinition):
 def build_mote_graph(
     chat_models: ChatModelFactory, cache: TraitCache
 ) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
-    """Compile the per-item MOTE subgraph (the target of `Send("mote", MoteTask)`)."""
+    """Compile MOTE as a graph of its own: one `MoteTask` in, its traits out (the recommender uses `add_stage`)."""
     return build_stage_graph(
         MoteStage(cache),
         state_schema=MoteState,

@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from m3rec_graph import (
     InMemoryTraitCache,
@@ -26,7 +27,14 @@ from m3rec_graph import (
 from m3rec_graph.cli import main
 from m3rec_graph.render import FIELD_LIMITS, FIELD_TOKEN_LIMITS, clean_text, item_text, truncations
 from m3rec_graph.request import MAX_CANDIDATES, parse_request
-from m3rec_graph.schemas import Item, listwise_answer_schema
+from m3rec_graph.schemas import (
+    Dimension,
+    Item,
+    listwise_answer_schema,
+    per_id_listwise_model,
+    per_id_profile_model,
+    profile_answer_schema,
+)
 from m3rec_graph.stages.mar import answered_ids, check_covers_exactly
 from m3rec_graph.state import RecInput
 from m3rec_graph.tokens import count_text
@@ -401,6 +409,57 @@ def test_ranking_check_accepts_exactly_the_permutations(ids: list[str], data: st
             assert Counter(answered)[offender] > 1
         else:
             assert "missing" in verdict and offender in ids and offender not in answered
+
+
+def _errors(model: Any, answer: Any) -> list[tuple[Any, str]] | None:
+    try:
+        model.model_validate(answer)
+    except ValidationError as exc:
+        return sorted((e["loc"], e["msg"]) for e in exc.errors())
+    return None
+
+
+EVIDENCE = st.one_of(
+    st.lists(st.one_of(SAFE_ID, st.sampled_from(['q"uo\'te', "ü\\x", "zz-unknown"]), st.integers()), max_size=7),
+    st.just("not a list"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(SAFE_ID, st.sampled_from(['q"uo\'te', "ü\\x"])), min_size=1, max_size=6, unique=True), st.data())
+def test_profile_model_is_the_per_id_model_in_validation_and_json_schema(ids: list[str], data: st.DataObject) -> None:
+    """The cheap per-user MOPE model (an evidence check on a shared model) equals a Literal of the ids."""
+    answer: dict[str, Any] = {
+        dim.value: {
+            "strength": data.draw(st.sampled_from([5, 11])),
+            "evidence": data.draw(st.one_of(st.lists(st.sampled_from(ids), max_size=3), EVIDENCE)),
+        }
+        for dim in Dimension
+    }
+    answer["summary"] = data.draw(st.sampled_from(["Likes colour.", ""]))
+    fast, per_id = profile_answer_schema(ids), per_id_profile_model(tuple(ids))
+    assert _errors(fast, answer) == _errors(per_id, answer)
+    assert fast.model_json_schema() == per_id.model_json_schema()
+    assert json.dumps(fast.model_json_schema()) == json.dumps(per_id.model_json_schema())  # same key order
+    if _errors(fast, answer) is None:
+        assert fast.model_validate(answer).model_dump() == per_id.model_validate(answer).model_dump()
+
+
+@settings(max_examples=200, deadline=None)
+@given(IDS, st.data())
+def test_listwise_model_is_the_per_id_model_in_validation_and_json_schema(ids: list[str], data: st.DataObject) -> None:
+    """The cheap per-chunk model (a dict of judgements plus an id check) equals one field per id."""
+    keys = data.draw(st.lists(st.sampled_from([*ids, "zz-unknown"]), max_size=len(ids) + 2))
+    bad_score = data.draw(st.booleans())
+    judgement: dict[str, Any] = {"score": 11 if bad_score else 5, "matched": [], "rationale": "ok"}
+    answer = {"scores": {k: dict(judgement) for k in keys}}
+    fast, per_id = listwise_answer_schema(ids), per_id_listwise_model(ids)
+    assert _errors(fast, answer) == _errors(per_id, answer)
+    assert fast.model_json_schema() == per_id.model_json_schema()
+    assert fast.model_json_schema(mode="serialization") == per_id.model_json_schema(mode="serialization")
+    if _errors(fast, answer) is None:
+        dumped = fast.model_validate(answer).model_dump(by_alias=True)["scores"]
+        assert dumped == per_id.model_validate(answer).model_dump(by_alias=True)["scores"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -49,7 +49,10 @@ async def test_quick_suite_runs_and_reports_linear_calls(tmp_path: Path) -> None
 
     # 3. concurrency: every level ran the whole batch; throughput below the latency bound
     conc = results.concurrency
-    assert [r.max_concurrency for r in conc.rows] == [1, 4, 16, 64]
+    assert [(r.max_concurrency, r.gc_frozen) for r in conc.rows] == [
+        (1, False), (4, False), (16, False), (64, False), (64, True)  # the last after gc.freeze()
+    ]  # fmt: skip
+    assert all(0 <= r.gc_s <= r.wall_s for r in conc.rows)
     assert conc.calls_per_recommendation == 7
     for row in conc.rows:
         assert row.llm_calls == conc.users * conc.calls_per_recommendation

@@ -70,5 +70,8 @@ def test_installed_entry_point_reports_bad_input_without_traceback(tmp_path: Pat
 def test_graph_command_prints_the_mermaid_diagram(capsys: pytest.CaptureFixture[str]) -> None:
     main(["graph"])
     out = capsys.readouterr().out
-    for edge in ("prepare -.-> mope", "prepare -.-> mote", "collect_traits -.-> mar", "mar --> rank"):
+    for edge in (
+        "prepare -.-> mope", "prepare -.-> mote", "collect_traits -.-> mar", "mar -.-> rank",
+        "mote -.-> mote", "mote -.-> mote_fallback", "mote_fallback --> collect_traits",  # re-ask, fallback
+    ):  # fmt: skip
         assert edge in out

@@ -360,6 +360,29 @@ async def test_astream_progress_counts_items_as_they_are_encoded(models: Scripte
     assert [r.item_id for r in events[-1]["output"]["ranking"]] == expected_order()
 
 
+async def test_astream_progress_counts_a_reasked_item_and_profile_once() -> None:
+    """A re-ask is another run of the stage node: its update is not a result, so it is not counted."""
+    valid = default_responder()
+    failed: set[str] = set()
+
+    def first_mope_and_mote_fail(stage: str, prompt: str) -> str | BaseException:
+        if stage in ("mope", "mote") and stage not in failed:
+            failed.add(stage)
+            return "{not json"
+        return valid(stage, prompt)
+
+    models = ScriptedModels(first_mope_and_mote_fail)
+    graph = build_graph(chat_models=models, trait_cache=InMemoryTraitCache())
+    events = [e async for e in astream_progress(request_of(HISTORY_IDS, CANDIDATE_IDS), graph=graph, context=HYBRID)]
+
+    assert failed == {"mope", "mote"}
+    n = len(CANDIDATE_IDS)
+    assert len(models.stage_calls("mote")) == n + 1 and len(models.stage_calls("mope")) == 2
+    assert [(e["done"], e["total"]) for e in events if e["event"] == "item_encoded"] == [(i, n) for i in range(1, n + 1)]
+    assert [e["event"] for e in events].count("profile_ready") == 1
+    assert events[-1]["output"]["degraded"] == []
+
+
 async def test_node_forwards_progress_to_the_host_stream(models: ScriptedModels) -> None:
     host = shop_graph(as_node(m3rec(models), HYBRID, catalog=CATALOG, **NODE_MAPS))
     events = [

@@ -297,6 +297,10 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
         parse_methods(",".join(ALL_METHODS)),
         out,
         cold_start=2,
+        # One user at a time: two users in flight that share a candidate may both miss the
+        # trait cache and both encode it (a race, not a bug), which would make the
+        # encoded-once assertion below depend on timing.
+        concurrency=1,
         chat_models=models,
         serve=served,
         progress=progress,

@@ -4,18 +4,19 @@ The graph runs with scripted models under `tracing_context(client=...)` pointed
 at `LangSmithRecorder` on 127.0.0.1 (no `LANGSMITH_*` environment variables),
 and the test asserts on the run tree LangSmith would have received.
 
-Observed shape (abbreviated; `mope`, `mote` and `mar` are subgraph nodes, and
-LangGraph traces a subgraph node as the node run with the subgraph's own run,
-of the same name, below it):
+Observed shape (abbreviated; `mope`, `mote` and `mar` are plain nodes of the graph,
+one node run per task, and a re-ask is another run of the same node whose input
+carries the validation error in `feedback`):
 
 ```
 m3rec
   prepare
-  mope -> mope -> ask -> mope.llm (attempt 1) -> ScriptedChatModel [llm], parse
-                  ask -> mope.llm (attempt 2) -> ...
-  mote -> mote -> ask -> mote.llm -> ...        (one mote node run per candidate)
+  mope -> mope.llm (attempt 1) -> ScriptedChatModel [llm], parse    (rejected: re-sent)
+  mote -> mote.llm -> ...                   (one mote node run per candidate)
+  mope -> mope.llm (attempt 2) -> ...       (the re-ask, accepted)
+  collect_traits                            (idle: the MOPE re-ask was still pending)
   collect_traits
-  mar -> mar -> ask -> mar.llm -> ...           (one listwise chunk)
+  mar -> mar.llm -> ...                     (one listwise chunk)
   rank
 ```
 """
@@ -114,10 +115,8 @@ def check_llm_stage_run(
     assert meta["m3rec_attempt"] == attempt
     assert f"m3rec:{stage}" in run["tags"]
 
-    # It is the model call of an `ask` step inside this stage's node.
-    parent = recorder.parent(run)
-    assert parent is not None and parent["name"] == "ask"
-    assert recorder.is_descendant(run, node)
+    # It is the model call of this stage's node run.
+    assert run["parent_run_id"] == node["id"]
 
     # Below it sits the chat model's own run, which inherits the stage metadata.
     chat = only([r for r in recorder.children(run) if r["run_type"] == "llm"])
@@ -163,32 +162,33 @@ async def test_one_recommendation_is_traced_as_a_run_tree(
         assert run.get("end_time"), f"{run['name']} was never closed"
         assert not run.get("error"), f"{run['name']} failed: {run.get('error')}"
 
-    # The parent graph's nodes: one run per node execution, MOTE once per candidate.
+    # The parent graph's nodes: one run per node execution, MOTE once per candidate, MOPE
+    # twice (the re-ask), and collect_traits once idle while the re-ask was pending.
     nodes = recorder.children(root)
     assert Counter(n["name"] for n in nodes) == Counter(
-        {"prepare": 1, "mope": 1, "mote": 3, "collect_traits": 1, "mar": 1, "rank": 1}
+        {"prepare": 1, "mope": 2, "mote": 3, "collect_traits": 2, "mar": 1, "rank": 1}
     ), tree
     for node in nodes:
         assert metadata(node)["langgraph_node"] == node["name"]
     assert nodes[0]["name"] == "prepare" and nodes[-1]["name"] == "rank", tree
+    idle, joined = recorder.children(root, "collect_traits")
+    assert idle["outputs"]["output"]["goto"] == [], tree  # waited for the re-ask
+    assert joined["outputs"]["output"]["goto"], tree  # sent MAR
 
-    # MOPE: two `ask` steps inside the subgraph, the first rejected, the second accepted.
-    mope_node = only(recorder.children(root, "mope"))
-    asks = recorder.descendants(mope_node, "ask")
-    assert len(asks) == 2, tree
-    for ask in asks:
-        subgraph = recorder.parent(ask)
-        assert subgraph is not None and subgraph["name"] == "mope"
-        assert subgraph["id"] == mope_node["id"] or recorder.parent(subgraph) == mope_node
-    assert asks[0]["outputs"]["outcome"] == "retry"
-    feedback = asks[0]["outputs"]["feedback"][0]
+    # MOPE: two runs of the mope node, the first rejected and re-sent with the error, the second accepted.
+    mope_nodes = recorder.children(root, "mope")
+    assert len(mope_nodes) == 2, tree
+    first, second = (n["outputs"]["output"] for n in mope_nodes)
+    assert "Send(node='mope'" in first["goto"] and "profile" not in first["update"]
+    assert [u["accepted"] for u in first["update"]["usage_log"]] == [False]
+    assert "feedback" not in mope_nodes[0]["inputs"]
+    feedback = mope_nodes[1]["inputs"]["feedback"][0]
     assert "evidence" in feedback
-    assert asks[1]["outputs"]["outcome"] == "accepted"
+    assert "profile" in second["update"] and second["goto"] == "collect_traits"
 
     mope_llm = recorder.by_name("mope.llm")
     assert len(mope_llm) == 2, tree
-    for attempt, (run, ask) in enumerate(zip(mope_llm, asks, strict=True), start=1):
-        assert run["parent_run_id"] == ask["id"]
+    for attempt, (run, mope_node) in enumerate(zip(mope_llm, mope_nodes, strict=True), start=1):
         check_llm_stage_run(
             recorder,
             run,
@@ -218,9 +218,7 @@ async def test_one_recommendation_is_traced_as_a_run_tree(
             prompt="mote",
             attempt=1,
         )
-    traced_items = {
-        only(recorder.descendants(n, "ask"))["outputs"]["traits"].popitem()[0] for n in mote_nodes
-    }
+    traced_items = {n["outputs"]["output"]["update"]["traits"].popitem()[0] for n in mote_nodes}
     assert traced_items == {"c1", "c2", "c3"}
 
     # MAR: one listwise call on the strong model.
@@ -237,5 +235,5 @@ async def test_one_recommendation_is_traced_as_a_run_tree(
 
     # No model call outside the stage nodes.
     for node_name in ("prepare", "collect_traits", "rank"):
-        node = only(recorder.children(root, node_name))
-        assert not [r for r in recorder.descendants(node) if r["run_type"] == "llm"], tree
+        for node in recorder.children(root, node_name):
+            assert not [r for r in recorder.descendants(node) if r["run_type"] == "llm"], tree
