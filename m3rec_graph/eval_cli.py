@@ -37,6 +37,25 @@ def resolve_dataset(text: str) -> Path:
     raise EvaluationError(f"dataset directory not found: {text} (nor {shared})")
 
 
+def parse_prompt_files(pairs: list[str]) -> dict[str, str]:
+    """Parse `--prompt-file STAGE=PATH` pairs into prompt name -> path (`mar` is the listwise MAR prompt).
+
+    Raises:
+        EvaluationError: A pair without `=` or a path (the names and files are
+            checked by `run_evaluation`).
+    """
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        stage, sep, path = pair.partition("=")
+        name = stage.strip().lower()
+        if not sep or not name or not path.strip():
+            raise EvaluationError(
+                f"bad --prompt-file {pair!r}: expected STAGE=PATH, e.g. mar=my_mar.toml"
+            )
+        overrides["mar_listwise" if name == "mar" else name] = path.strip()
+    return overrides
+
+
 def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register `m3rec eval` on the `m3rec` sub-command parser."""
     methods_help = (
@@ -78,6 +97,13 @@ def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     ev.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the 95%% CIs")
     ev.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     ev.add_argument(
+        "--prompt-file",
+        action="append",
+        metavar="STAGE=PATH",
+        help="use this prompt file for a stage of every m3rec method (mope, mote or mar;"
+        " repeatable); results record its version, so give each variant its own --out",
+    )
+    ev.add_argument(
         "--langsmith",
         action="store_true",
         help="also upload the set as a LangSmith dataset and run each method as an experiment"
@@ -96,6 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         sampling=args.sampling,
     )
     methods = parse_methods(args.methods)
+    prompt_overrides = parse_prompt_files(args.prompt_file or [])
     langsmith = bool(args.langsmith)
     if langsmith and not os.environ.get("LANGSMITH_API_KEY"):
         print("m3rec: note: LANGSMITH_API_KEY is not set; evaluating locally only", file=sys.stderr)
@@ -109,6 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         n_boot=args.n_boot,
         plots=not args.no_plots,
         langsmith=langsmith,
+        prompt_overrides=prompt_overrides,
     )
     print(run.report)
     written = [REPORT_FILE, RESULTS_JSON, *run.plots]
@@ -118,4 +146,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"LangSmith experiment {label}: {where}", file=sys.stderr)
 
 
-__all__ = ["EvaluationError", "add_eval_parser", "cmd_eval", "resolve_dataset"]
+__all__ = [
+    "EvaluationError",
+    "add_eval_parser",
+    "cmd_eval",
+    "parse_prompt_files",
+    "resolve_dataset",
+]

@@ -7,9 +7,9 @@ target is used only afterwards, to find its rank.
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -52,6 +52,8 @@ class MethodEnv:
     """m3rec users in flight at once (each user's own LLM calls fan out as the graph allows)."""
     sasrec_config: Any = None
     """A `m3rec_graph.sasrec.SASRecConfig` (None: its defaults)."""
+    prompt_overrides: Mapping[str, str] = field(default_factory=dict)
+    """Stage prompt name -> prompt file for every m3rec method (`M3RecContext.prompt_overrides`)."""
 
 
 def checked_rank(case: EvalCase, ranking: Sequence[str], method: str) -> int:
@@ -169,9 +171,16 @@ def ranker_scorer(spec: MethodSpec, ranker: Ranker, slice_: EvalSlice) -> "Score
 # --------------------------------------------------------------------------- m3rec
 
 
-def m3rec_context(spec: MethodSpec, seed: int) -> M3RecContext:
-    """The graph context of an m3rec method (its preset and ablation; the run's seed)."""
-    return context_for(cast(str, spec.routing), seed=seed, ablation=spec.ablation)
+def m3rec_context(
+    spec: MethodSpec, seed: int, prompt_overrides: Mapping[str, str] | None = None
+) -> M3RecContext:
+    """The graph context of an m3rec method (its preset and ablation; the run's seed and prompt files)."""
+    return context_for(
+        cast(str, spec.routing),
+        seed=seed,
+        ablation=spec.ablation,
+        prompt_overrides=dict(prompt_overrides or {}),
+    )
 
 
 def prompt_versions(ctx: M3RecContext) -> dict[str, str]:
@@ -237,9 +246,15 @@ Scorer = Callable[[EvalCase], Awaitable[dict[str, Any]]]
 """Scores one (sliced) case and returns its result line (not yet written)."""
 
 
-def m3rec_scorer(spec: MethodSpec, slice_: EvalSlice, graph: M3RecGraph, seed: int) -> Scorer:
+def m3rec_scorer(
+    spec: MethodSpec,
+    slice_: EvalSlice,
+    graph: M3RecGraph,
+    seed: int,
+    prompt_overrides: Mapping[str, str] | None = None,
+) -> Scorer:
     """Score one case with the graph under the method's context, timing the user's own run."""
-    ctx = m3rec_context(spec, seed)
+    ctx = m3rec_context(spec, seed, prompt_overrides)
     prompts = prompt_versions(ctx)
 
     async def score(case: EvalCase, config: RunnableConfig | None = None) -> dict[str, Any]:
@@ -277,7 +292,9 @@ def run_m3rec(
     `abatch_as_completed` keeps `env.concurrency` users in flight and yields
     each as soon as it is done, so a crash loses only the users in flight.
     """
-    per_user = RunnableLambda(m3rec_scorer(spec, slice_, graph, env.seed), name="m3rec_eval_user")
+    per_user = RunnableLambda(
+        m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides), name="m3rec_eval_user"
+    )
 
     async def run_all() -> None:
         batch = per_user.abatch_as_completed(list(todo), {"max_concurrency": env.concurrency})
@@ -285,7 +302,7 @@ def run_m3rec(
             append_result(handle, record)
             bar.advance(record["total_tokens"], record["cost_usd"])
 
-    with env.serve(m3rec_context(spec, env.seed)):
+    with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides)):
         try:
             asyncio.run(run_all())
         finally:

@@ -3,13 +3,14 @@
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from m3rec_graph.baselines import Ranker
 from m3rec_graph.datasets import EvalCase, load_dataset
+from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
@@ -49,7 +50,11 @@ from m3rec_graph.evaluation.store import (
 )
 from m3rec_graph.graph import M3RecGraph
 from m3rec_graph.models import ChatModelFactory, openai_chat_model
+from m3rec_graph.prompts import PromptName, load_prompt
 from m3rec_graph.runner import serving
+
+HARNESS_PROMPTS = ("mope", "mote", "mar_listwise")
+"""The stage prompts the harness's m3rec methods use (MAR runs listwise), so the ones `prompt_overrides` may replace."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ def run_evaluation(
     sasrec_config: Any = None,
     plots: bool = True,
     langsmith: bool = False,
+    prompt_overrides: Mapping[str, str] | None = None,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -100,6 +106,12 @@ def run_evaluation(
         plots: Draw `metrics.png` (and `cold_vs_full.png`) when matplotlib is installed.
         langsmith: Run every (method, slice) as a LangSmith experiment on an uploaded
             dataset (needs `LANGSMITH_API_KEY`; see `langsmith_pass`).
+        prompt_overrides: Stage prompt name (`mope`, `mote`, `mar_listwise`) -> a prompt
+            file to use instead of the shipped one, for every m3rec method
+            (`M3RecContext.prompt_overrides`). Each result line records the prompt
+            versions it was made with. Results are keyed by method, slice and user,
+            not by prompt, so give each prompt variant its own `out_dir` (the same
+            settings draw the same candidates) and compare the reports.
 
     Raises:
         EvaluationError: Bad settings or methods, a run directory that does not fit,
@@ -113,6 +125,7 @@ def run_evaluation(
         raise EvaluationError(f"--concurrency must be >= 1, got {concurrency}")
     if n_boot < 0:
         raise EvaluationError(f"--n-boot must be >= 0, got {n_boot}")
+    overrides = _checked_prompt_overrides(prompt_overrides or {})
     slices = slices_for(cold_start)
     dataset = load_dataset(settings.dataset)
     with run_lock(out_dir):
@@ -127,11 +140,26 @@ def run_evaluation(
             serve=serve,
             concurrency=concurrency,
             sasrec_config=sasrec_config,
+            prompt_overrides=overrides,
         )
         computed, wall, experiments = _score(methods, slices, cases, env, langsmith=langsmith)
         return _report(
             out_dir, cases, methods, slices, computed, wall, experiments, n_boot=n_boot, plots=plots
         )
+
+
+def _checked_prompt_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
+    """Return `overrides` as a dict after loading every file, so a bad name or file fails before the run."""
+    for name, path in overrides.items():
+        if name not in HARNESS_PROMPTS:
+            raise EvaluationError(
+                f"cannot override prompt {name!r}: the harness uses {', '.join(HARNESS_PROMPTS)}"
+            )
+        try:
+            load_prompt(cast(PromptName, name), path)
+        except ConfigurationError as exc:
+            raise EvaluationError(str(exc)) from None
+    return dict(overrides)
 
 
 def _score(
@@ -169,7 +197,7 @@ def _score(
                     ranker = ranker or make_ranker(spec, env)
                 if langsmith:
                     scorer = (
-                        m3rec_scorer(spec, slice_, graph, env.seed)
+                        m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides)
                         if graph is not None and spec.kind == "m3rec"
                         else ranker_scorer(spec, cast(Ranker, ranker), slice_)
                     )

@@ -125,3 +125,30 @@ def test_a_rerun_is_a_new_experiment_without_model_calls(
     assert again.calls == []  # stored rankings are the predictions
     assert sum(result.computed.values()) == 0
     assert len(stub.sessions) == 8 and len(stub.datasets) == 2  # the datasets are reused
+
+
+def test_a_prompt_variant_is_recorded_in_the_experiment_metadata(
+    stub: LangSmithApiStub, tmp_path: Path
+) -> None:
+    from m3rec_graph.prompts import load_prompt
+    from tests.unit.test_eval_prompt_overrides import mar_variant
+
+    variant = mar_variant(tmp_path)
+    models = ScriptedModels(default_responder())
+    run_evaluation(
+        EvalSettings(dataset=BEAUTY, users=2, negatives=9),
+        parse_methods("m3rec:hybrid"),
+        tmp_path / "run",
+        chat_models=models,
+        serve=Served([]),
+        progress=io.StringIO(),
+        n_boot=20,
+        plots=False,
+        langsmith=True,
+        prompt_overrides={"mar_listwise": str(variant)},
+    )
+    wait_for_feedback(stub, 8 * 2)
+    (session,) = stub.sessions.values()
+    recorded = session["extra"]["metadata"]["prompts"]["mar_listwise"]
+    assert recorded == load_prompt("mar_listwise", str(variant)).version
+    assert recorded != load_prompt("mar_listwise").version
