@@ -69,6 +69,8 @@ from tests.fault_server import FAULT_KINDS, FaultConfig, FaultRates, FaultServer
 MODEL_NAME = "fault-model"
 MAX_TOKENS: dict[Stage, int] = {"mope": 700, "mote": 300, "mar": 1500}
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+KEEP_MARKER = "<!-- Sections below are written by other commands"
+"""Everything from this comment on in docs/reliability.md is kept when the soak rewrites the doc."""
 
 
 @dataclass(frozen=True)
@@ -506,8 +508,16 @@ fault server).
 - Secrets: with `OPENAI_API_KEY` set to a marker, the key reaches the provider only in the
   `Authorization` header; it is absent from request bodies, outputs, degraded reasons,
   LangSmith runs (offline recorder) and the CLI's stdout/stderr.
-- Not measured yet: how often the offline default model moves an injected candidate up.
+- How often the offline default model moves an injected candidate up: the last section.
 """
+
+
+def write_doc(body: str, path: Path) -> None:
+    """Write the soak's part of the doc, keeping the sections other commands wrote below `KEEP_MARKER`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = old[old.index(KEEP_MARKER) :] if KEEP_MARKER in old else ""
+    path.write_text(body.rstrip() + "\n" + ("\n" + kept if kept else ""), encoding="utf-8")
 
 
 def render_markdown(report: SoakReport) -> str:
@@ -658,8 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(run_soak(settings, command))
     print(render_text(report))
     if not args.quick:
-        DOC_PATH.parent.mkdir(parents=True, exist_ok=True)
-        DOC_PATH.write_text(render_markdown(report))
+        write_doc(render_markdown(report), DOC_PATH)
         print(f"wrote {DOC_PATH}")
     return 0 if report.faults.ok and report.limited.ok and report.unlimited.ok else 1
 

@@ -122,3 +122,15 @@ def test_fake_model_answers_each_stage_with_valid_json() -> None:
     )
     assert out["parsing_error"] is None and len(out["parsed"]["traits"]) == 2
     assert models.stage_calls() == {"mope": 0, "mote": 1, "mar": 0}
+
+
+def test_the_soak_keeps_the_sections_other_commands_wrote(tmp_path: Path) -> None:
+    from benchmarks.soak import KEEP_MARKER, write_doc
+
+    doc = tmp_path / "reliability.md"
+    write_doc("# Reliability\n\nold soak body\n", doc)
+    doc.write_text(doc.read_text() + f"\n{KEEP_MARKER} -->\n\n## Rate limiting: tokens\n\nkept\n")
+    write_doc("# Reliability\n\nnew soak body\n", doc)
+    text = doc.read_text()
+    assert "new soak body" in text and "old soak body" not in text
+    assert text.endswith("## Rate limiting: tokens\n\nkept\n")
