@@ -10,6 +10,7 @@ are stored; fallbacks are not, so a transient failure is retried next run.
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -65,6 +66,25 @@ class InMemoryTraitCache:
         return len(self._data)
 
 
+def _use_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Put the file in WAL mode (readers proceed while another process writes) unless it is already.
+
+    WAL is a property of the file, so only the first connection switches it. The switch
+    needs the file to itself and fails at once with "database is locked" (the busy timeout
+    does not apply) while another connection writes; it is retried briefly.
+    """
+    for attempt in range(attempts):
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class SqliteTraitCache:
     """A persistent cache in one SQLite file, safe for several threads and processes.
 
@@ -74,6 +94,7 @@ class SqliteTraitCache:
     def __init__(self, path: str | Path | None = None) -> None:
         self._path = Path(path) if path is not None else None
         self._local = threading.local()
+        self._setup_lock = threading.Lock()
 
     @property
     def path(self) -> Path:
@@ -87,13 +108,13 @@ class SqliteTraitCache:
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            # WAL lets readers proceed while another process writes.
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS traits ("
-                " key TEXT PRIMARY KEY, item_id TEXT NOT NULL, traits TEXT NOT NULL,"
-                " created TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-            )
+            with self._setup_lock:
+                _use_wal(conn)
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS traits ("
+                    " key TEXT PRIMARY KEY, item_id TEXT NOT NULL, traits TEXT NOT NULL,"
+                    " created TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+                )
             self._local.conn = conn
         return conn
 

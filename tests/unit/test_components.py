@@ -110,3 +110,31 @@ def test_fallbacks_are_deterministic_and_sensible() -> None:
     strong = ItemTraits(strengths=DimensionStrengths.uniform(0.9), traits=["a", "b"])
     weak = ItemTraits(strengths=DimensionStrengths.uniform(0.1), traits=["a", "b"])
     assert overlap_score(profile, strong) > overlap_score(profile, weak)
+
+
+def test_sqlite_cache_opens_while_another_connection_writes(tmp_path: Path) -> None:
+    """Switching a copied (non-WAL) cache file to WAL must wait for a writer, not fail."""
+    import sqlite3
+    import threading
+    import time as _time
+
+    from m3rec_graph.cache import SqliteTraitCache
+
+    path = tmp_path / "copied.sqlite"
+    setup = sqlite3.connect(path)
+    setup.execute(
+        "CREATE TABLE traits (key TEXT PRIMARY KEY, item_id TEXT NOT NULL, traits TEXT NOT NULL,"
+        " created TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    setup.commit()
+    setup.close()
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO traits (key, item_id, traits) VALUES ('k', 'i', '{}')")
+    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    release.start()
+    started = _time.monotonic()
+    assert SqliteTraitCache(path).get_many(["missing"]) == {}
+    release.join()
+    assert _time.monotonic() - started < 10
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
