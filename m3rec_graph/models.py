@@ -118,6 +118,23 @@ def describe_validation_error(exc: ValidationError, limit: int = 4) -> str:
     return "; ".join(items) + more
 
 
+def _cut_off_message(exc: openai.LengthFinishReasonError) -> AIMessage | None:
+    """Return the cut-off answer with the provider's token usage, which the error still carries."""
+    completion = exc.completion
+    usage = completion.usage
+    if usage is None:  # a streamed completion: the provider sent no usage
+        return None
+    text = completion.choices[0].message.content if completion.choices else None
+    return AIMessage(
+        content=text or "",
+        usage_metadata={
+            "input_tokens": usage.prompt_tokens,
+            "output_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+    )
+
+
 def _describe_parsing_error(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         return describe_validation_error(exc)
@@ -196,9 +213,12 @@ async def ainvoke_structured(
     try:
         async with _request_limits(model, messages, json_schema):
             out = await runnable.ainvoke(list(messages), config=config)
-    except openai.LengthFinishReasonError:
+    except openai.LengthFinishReasonError as exc:
         return StructuredAnswer(
-            None, "the answer was cut off at the token limit; answer more concisely", None, cut_off=True
+            None,
+            "the answer was cut off at the token limit; answer more concisely",
+            _cut_off_message(exc),
+            cut_off=True,
         )
     except ModelRefusalError as exc:
         return StructuredAnswer(None, f"the model refused: {str(exc)[:200]}", None)

@@ -167,7 +167,7 @@ async def ask(
     usage = call_usage(
         definition.stage, spec.name, spec.tokenizer_model, messages, answer.raw, accepted=error is None
     )
-    if answer.cut_off:
+    if answer.cut_off and usage["estimated"]:  # no provider count: the answer used the whole budget
         usage["output_tokens"] = spec.max_tokens
     if error is None and answer.parsed is not None:
         if definition.accept_blocks:

@@ -35,6 +35,7 @@ from m3rec_graph import InMemoryTraitCache, ModelSpec, build_graph
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.models import ainvoke_structured, openai_chat_model, rate_limiter_for
 from m3rec_graph.schemas import TraitsAnswer, listwise_answer_schema
+from m3rec_graph.usage import call_usage
 from tests.fault_server import (
     FAULT_KINDS,
     FaultConfig,
@@ -176,6 +177,17 @@ async def test_answer_faults_come_back_as_errors_not_exceptions(kind: str, varia
     assert answer.parsed is None and answer.error
     assert message in answer.error
     assert answer.cut_off == (kind == "truncated")
+
+
+async def test_a_cut_off_answer_keeps_the_providers_token_usage() -> None:
+    # The cut-off error still carries the completion: its usage is exact, not a tiktoken estimate.
+    with serve("truncated") as server:
+        answer = await structured(server)
+    assert answer.cut_off and answer.raw is not None
+    usage = call_usage("mote", "m", None, MOTE_MESSAGES, answer.raw, accepted=False)
+    assert not usage["estimated"]
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0
+    assert answer.raw.text  # the half answer, for the trace
 
 
 async def test_json_with_trailing_garbage_is_reported_as_invalid_json() -> None:
