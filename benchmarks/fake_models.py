@@ -21,8 +21,9 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable
 
 from m3rec_graph.context import ModelSpec
 from m3rec_graph.schemas import Dimension
@@ -147,25 +148,10 @@ class BenchChatModel(BaseChatModel):
         include_raw: bool = False,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
-        """Mimic langchain-openai's `json_schema` path: the raw message plus the JSON-parsed dict."""
-
-        def parse(message: AIMessage) -> dict[str, Any] | Any:
-            try:
-                parsed = json.loads(message.text)
-            except json.JSONDecodeError as exc:
-                if include_raw:
-                    return {"raw": message, "parsed": None, "parsing_error": exc}
-                raise
-            if include_raw:
-                return {"raw": message, "parsed": parsed, "parsing_error": None}
-            return parsed
-
-        async def aparse(message: AIMessage) -> dict[str, Any] | Any:
-            return parse(message)
-
-        # With `afunc`, an async call parses on the event loop: a sync-only lambda would be
-        # run in a worker thread on every call, a cost of this fake, not of the graph.
-        return self | RunnableLambda(parse, afunc=aparse, name="parse")
+        """Mimic langchain-openai's `json_schema` path: the model, then langchain's JSON output parser."""
+        if include_raw:
+            raise NotImplementedError("the graph asks for the model and its parser (models.structured_call)")
+        return self | JsonOutputParser()
 
 
 @dataclass

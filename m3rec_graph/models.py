@@ -18,7 +18,9 @@ import openai
 from langchain_core.exceptions import ModelRefusalError, OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.outputs import ChatGeneration
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ValidationError
@@ -118,6 +120,9 @@ def describe_validation_error(exc: ValidationError, limit: int = 4) -> str:
     return "; ".join(items) + more
 
 
+_CUT_OFF = "the answer was cut off at the token limit; answer more concisely"
+
+
 def _cut_off_message(exc: openai.LengthFinishReasonError) -> AIMessage | None:
     """Return the cut-off answer with the provider's token usage, which the error still carries."""
     completion = exc.completion
@@ -158,34 +163,77 @@ def _cached_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
     return schema.model_json_schema()
 
 
+@dataclass(frozen=True)
+class StructuredCall:
+    """How one structured request goes out: the model bound to the answer schema, and its parser.
+
+    `request` is what `with_structured_output` itself sends (for ChatOpenAI: the
+    model bound to `response_format`, or to a forced tool call), so the request
+    is langchain's; `parser` is the output parser `with_structured_output` would
+    apply. Calling the two directly keeps one traced LLM run per call instead of
+    the include-raw chain's eight nested runnables, each with its own callback
+    set-up (the graph's largest per-call cost), and keeps the raw message, so
+    token usage survives a parsing failure.
+    """
+
+    request: Runnable[Any, Any]
+    parser: BaseOutputParser[Any] | None
+    """None: `request` is the include-raw chain, answering `{"raw", "parsed", "parsing_error"}`."""
+
+
+def structured_call(model: BaseChatModel, json_schema: dict[str, Any], method: StructuredMethod) -> StructuredCall:
+    """Split `model.with_structured_output(json_schema, method=...)` into its request and its parser.
+
+    A model whose structured output is not `bound model | ... | output parser`
+    keeps langchain's include-raw chain.
+    """
+    chain = model.with_structured_output(json_schema, method=method)
+    if (
+        isinstance(chain, RunnableSequence)
+        and isinstance(chain.first, (BaseChatModel, RunnableBinding))
+        and isinstance(chain.last, BaseOutputParser)
+    ):
+        return StructuredCall(chain.first, chain.last)
+    return StructuredCall(model.with_structured_output(json_schema, method=method, include_raw=True), None)
+
+
 _STRUCTURED_CACHE_SIZE = 64
-_structured: "OrderedDict[tuple[int, type[BaseModel], str], tuple[BaseChatModel, Runnable[Any, Any]]]" = (
-    OrderedDict()
-)
+_structured: "OrderedDict[tuple[int, type[BaseModel], str], tuple[BaseChatModel, StructuredCall]]" = OrderedDict()
 
 
-def _structured_runnable(
-    model: BaseChatModel, schema: type[BaseModel], method: StructuredMethod
-) -> Runnable[Any, Any]:
-    """Return `model.with_structured_output(...)` for `schema`, built once per model, schema and method.
+def _structured_call_for(model: BaseChatModel, schema: type[BaseModel], method: StructuredMethod) -> StructuredCall:
+    """Return `structured_call(...)` for `schema`, built once per model, schema and method.
 
-    Building it binds the schema and a parser into a new runnable (for the fakes,
-    a `RunnableLambda`, which inspects its function's signature): on every call that
-    was a fifth of the cost of a stage call with an instant model. Entries hold
-    their model, so an `id()` is never reused while cached (and the cache is bounded).
+    Binding the schema costs a fifth of a stage call with an instant model.
+    Entries hold their model, so an `id()` is never reused while cached (and the
+    cache is bounded).
     """
     if issubclass(schema, PER_TASK_ANSWERS):  # one model per task: caching would only pin it
-        return model.with_structured_output(_json_schema(schema), method=method, include_raw=True)
+        return structured_call(model, _json_schema(schema), method)
     key = (id(model), schema, method)
     hit = _structured.get(key)
     if hit is not None and hit[0] is model:
         _structured.move_to_end(key)
         return hit[1]
-    runnable = model.with_structured_output(_json_schema(schema), method=method, include_raw=True)
-    _structured[key] = (model, runnable)
+    call = structured_call(model, _json_schema(schema), method)
+    _structured[key] = (model, call)
     if len(_structured) > _STRUCTURED_CACHE_SIZE:
         _structured.popitem(last=False)
-    return runnable
+    return call
+
+
+def _refusal(message: AIMessage) -> str | None:
+    """Return why the provider refused to answer in the schema, if it did.
+
+    The checks langchain-openai's structured-output chain makes (a `refusal`,
+    or a content-filter stop), which `StructuredCall` does not run.
+    """
+    refusal = message.additional_kwargs.get("refusal")
+    if refusal:
+        return str(refusal)
+    if message.response_metadata.get("finish_reason") == "content_filter":
+        return "the provider's content filter stopped the answer"
+    return None
 
 
 async def ainvoke_structured(
@@ -209,29 +257,40 @@ async def ainvoke_structured(
     the requests-per-second limit is applied by the chat model itself.
     """
     json_schema = _json_schema(schema)
-    runnable = _structured_runnable(model, schema, method)
+    call = _structured_call_for(model, schema, method)
     try:
         async with _request_limits(model, messages, json_schema):
-            out = await runnable.ainvoke(list(messages), config=config)
+            out = await call.request.ainvoke(list(messages), config=config)
     except openai.LengthFinishReasonError as exc:
-        return StructuredAnswer(
-            None,
-            "the answer was cut off at the token limit; answer more concisely",
-            _cut_off_message(exc),
-            cut_off=True,
-        )
+        return StructuredAnswer(None, _CUT_OFF, _cut_off_message(exc), cut_off=True)
     except ModelRefusalError as exc:
         return StructuredAnswer(None, f"the model refused: {str(exc)[:200]}", None)
     except OutputParserException as exc:
         return StructuredAnswer(None, _describe_parsing_error(exc), None)
-    raw = out.get("raw") if isinstance(out, dict) else None
-    raw_message = raw if isinstance(raw, AIMessage) else None
-    error = out.get("parsing_error") if isinstance(out, dict) else None
+    if call.parser is None:
+        raw = out.get("raw") if isinstance(out, dict) else None
+        raw_message = raw if isinstance(raw, AIMessage) else None
+        error = out.get("parsing_error") if isinstance(out, dict) else None
+        parsed = out.get("parsed") if isinstance(out, dict) else None
+    else:
+        raw_message = out if isinstance(out, AIMessage) else None
+        error, parsed = None, None
+        refusal = _refusal(raw_message) if raw_message is not None else None
+        if refusal is not None:
+            return StructuredAnswer(None, f"the model refused: {refusal[:200]}", raw_message)
+        if raw_message is not None and raw_message.response_metadata.get("finish_reason") == "length":
+            # A cut-off forced function call (json_schema answers raise LengthFinishReasonError instead).
+            return StructuredAnswer(None, _CUT_OFF, raw_message, cut_off=True)
+        try:
+            parsed = call.parser.parse_result([ChatGeneration(message=out)])
+        except (OutputParserException, ValueError) as exc:
+            error = exc
     if error is not None:
         return StructuredAnswer(None, _describe_parsing_error(error), raw_message)
-    parsed = out.get("parsed") if isinstance(out, dict) else None
     if parsed is None:
         text = raw_message.text.strip() if raw_message is not None else ""
+        if raw_message is not None and raw_message.invalid_tool_calls:  # the call's arguments are not JSON
+            text = str(raw_message.invalid_tool_calls[0].get("args") or "").strip()
         if text:  # the lenient JSON parser gave up on it (e.g. a stray closing brace)
             return StructuredAnswer(None, f"the answer is not valid JSON: {text[:120]!r}", raw_message)
         return StructuredAnswer(None, "the answer was empty", raw_message)

@@ -1,7 +1,7 @@
 """The Chat Completions request a stage call sends, built by the graph's own ChatOpenAI code path.
 
-The graph asks `ChatOpenAI.with_structured_output(schema, method=spec.structured_method)`
-for every stage call (see `models.ainvoke_structured`). langchain-openai decides
+The graph sends every stage call through `ChatOpenAI.with_structured_output(schema,
+method=spec.structured_method)`'s bound model (`models.structured_call`). langchain-openai decides
 there how the schema travels: as a `response_format` of type `json_schema`, or,
 for models without Structured Outputs (`gpt-3.5-turbo`, `gpt-4`, `gpt-4-*`), as
 one forced function call (`tools` + `tool_choice`). The Batch API file and the
@@ -17,12 +17,12 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
-from langchain_core.runnables import RunnableBinding, RunnableSequence
+from langchain_core.runnables import RunnableBinding
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel
 
 from m3rec_graph.context import ModelSpec
-from m3rec_graph.models import openai_chat_model
+from m3rec_graph.models import openai_chat_model, structured_call
 
 SchemaTransport = Literal["json_schema", "function_calling"]
 
@@ -51,11 +51,9 @@ def structured_params_for_json(spec: ModelSpec, json_schema: dict[str, Any]) -> 
     with warnings.catch_warnings():
         # langchain-openai warns when it switches gpt-3.5-turbo to function calling: expected here.
         warnings.simplefilter("ignore", UserWarning)
-        runnable = model.with_structured_output(json_schema, method=spec.structured_method)
-    bound = runnable.first if isinstance(runnable, RunnableSequence) else None
+        bound = structured_call(model, json_schema, spec.structured_method).request
     if not isinstance(bound, RunnableBinding):  # pragma: no cover - guards a langchain-openai change
         raise TypeError("unexpected with_structured_output() shape: cannot read its request parameters")
-    # `ls_*` keys are tracing metadata that BaseChatModel strips before the request.
     return {key: value for key, value in bound.kwargs.items() if not key.startswith("ls_")}
 
 

@@ -7,6 +7,7 @@ close its block and speak as an instruction. `truncations` says which fields of
 an item were cut.
 """
 
+import functools
 import hashlib
 import json
 import re
@@ -54,7 +55,22 @@ def _strip_delimiters(text: str) -> str:
         text = stripped
 
 
+_MEMO_MAX_CHARS = 4096
+"""Texts up to this length are cleaned once and remembered (item text recurs across users and stages)."""
+
+
 def _cut(text: str, limit: int, token_limit: int | None) -> tuple[str, bool]:
+    if len(text) <= _MEMO_MAX_CHARS:  # longer ones are rare, and would pin their memory in the memo
+        return _cut_memo(text, limit, token_limit)
+    return _cut_text(text, limit, token_limit)
+
+
+@functools.lru_cache(maxsize=8192)  # at most 32 MiB of text even if every entry is long
+def _cut_memo(text: str, limit: int, token_limit: int | None) -> tuple[str, bool]:
+    return _cut_text(text, limit, token_limit)
+
+
+def _cut_text(text: str, limit: int, token_limit: int | None) -> tuple[str, bool]:
     if not text.isascii():  # lone surrogates (undecodable bytes) cannot be sent or hashed
         text = text.encode("utf-8", errors="replace").decode("utf-8")
     flat = _strip_delimiters(_BIDI_OVERRIDE.sub("", _CONTROL.sub(" ", text)))

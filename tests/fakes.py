@@ -13,8 +13,9 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import JsonOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable
 
 from m3rec_graph.context import ModelSpec
 from m3rec_graph.schemas import Dimension
@@ -66,15 +67,10 @@ class ScriptedChatModel(BaseChatModel):
     def with_structured_output(
         self, schema: Any, *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[Any, Any]:
-        """Mimic langchain-openai's json_schema path: raw message + JSON-parsed dict."""
-
-        def parse(message: AIMessage) -> dict[str, Any]:
-            try:
-                return {"raw": message, "parsed": json.loads(message.text), "parsing_error": None}
-            except json.JSONDecodeError as exc:
-                return {"raw": message, "parsed": None, "parsing_error": exc}
-
-        return self | RunnableLambda(parse)
+        """Mimic langchain-openai's json_schema path: the model, then langchain's JSON output parser."""
+        if include_raw:
+            raise NotImplementedError("the graph asks for the model and its parser (models.structured_call)")
+        return self | JsonOutputParser()
 
 
 @dataclass

@@ -639,6 +639,18 @@ class FaultServer(LoopbackServer):
                 **({"faulted": prompt_tokens + completion_tokens} if fault else {}),
             },
         )
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        tool = _forced_tool(request)
+        if tool is not None:  # function calling: the answer is the forced call's arguments
+            message = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {"id": f"call_fault_{draw}", "type": "function", "function": {"name": tool, "arguments": text}}
+                ],
+            }
+            finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
         handler._send(
             200,
             {
@@ -649,7 +661,7 @@ class FaultServer(LoopbackServer):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": message,
                         "finish_reason": finish_reason,
                         "logprobs": None,
                     }
@@ -670,12 +682,25 @@ def _schema_tokens(request: dict[str, Any]) -> int:
 
 
 def _response_schema(request: dict[str, Any]) -> dict[str, Any]:
-    """Return the JSON schema of `response_format` (`json_schema.schema`), or an empty object schema."""
+    """Return the answer's JSON schema: `response_format`'s, the forced tool's parameters, or an empty object."""
     response_format = request.get("response_format")
     if isinstance(response_format, dict):
         spec = response_format.get("json_schema")
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
             schema: dict[str, Any] = spec["schema"]
             return schema
+    tools = request.get("tools")
+    if _forced_tool(request) is not None and isinstance(tools, list):
+        parameters: dict[str, Any] = tools[0]["function"]["parameters"]
+        return parameters
     return {"type": "object", "properties": {}}
+
+
+def _forced_tool(request: dict[str, Any]) -> str | None:
+    """Return the function a request forces the model to call (`tool_choice`), if any."""
+    choice = request.get("tool_choice")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        return str(name) if name else None
+    return None
 

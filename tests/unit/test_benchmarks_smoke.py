@@ -117,10 +117,8 @@ def test_fake_model_answers_each_stage_with_valid_json() -> None:
     assert set(mar["scores"]) == {"a", "b"}
     point = answer_for("mar", "You are MAR <profile>p</profile>\n<candidate>\n[z] t\n</candidate>")
     assert 0 <= point["score"] <= 10
-    out = model.with_structured_output({}, method="json_schema", include_raw=True).invoke(
-        "You are MOTE <item>[i] x</item>"
-    )
-    assert out["parsing_error"] is None and len(out["parsed"]["traits"]) == 2
+    out = model.with_structured_output({}, method="json_schema").invoke("You are MOTE <item>[i] x</item>")
+    assert len(out["traits"]) == 2
     assert models.stage_calls() == {"mope": 0, "mote": 1, "mar": 0}
 
 

@@ -97,7 +97,7 @@ async def test_per_stage_override_changes_only_that_stage() -> None:
 
 
 async def test_malformed_answer_is_reasked_with_the_error_text() -> None:
-    models = ScriptedModels(with_override(default_responder(), "mope", ["{not json", ]))
+    models = ScriptedModels(with_override(default_responder(), "mope", ["The shopper likes colour."]))
     out = await run(models)
     mope_prompts = [p for _, stage, p in models.calls if stage == "mope"]
     assert len(mope_prompts) == 2

@@ -94,7 +94,7 @@ async def test_hidden_inputs_and_outputs_keep_metadata_and_token_counts(
         runs = list(recorder.runs.values())
 
     assert result["degraded"] == []
-    assert len(runs) > 20, [r.get("name") for r in runs]
+    assert len(runs) >= 12, [r.get("name") for r in runs]  # the graph, its nodes and 5 model calls
     tree = recorder.tree(("m3rec_stage",))
 
     # The secret from the environment never reaches any run, hidden or not.
@@ -117,13 +117,13 @@ async def test_hidden_inputs_and_outputs_keep_metadata_and_token_counts(
     assert [t for t in PERSONAL_TEXT if t in everything] == []
     assert REQUEST["user_id"] not in everything
 
-    # Every LLM-stage run (and the chat model run below it) keeps its m3rec_* metadata.
+    # Every LLM-stage run (the chat model's own run, named for the stage) keeps its m3rec_* metadata.
     stage_runs = [r for r in runs if str(r.get("name")).endswith(".llm")]
     assert {r["name"] for r in stage_runs} == {"mope.llm", "mote.llm", "mar.llm"}, tree
     assert len(stage_runs) == 5, tree  # MOPE once, MOTE per candidate (3), MAR once
     chat_runs = [r for r in runs if r.get("run_type") == "llm"]
-    assert len(chat_runs) == len(stage_runs), tree
-    for run in stage_runs + chat_runs:
+    assert sorted(r["id"] for r in chat_runs) == sorted(r["id"] for r in stage_runs), tree
+    for run in stage_runs:
         meta = metadata(run)
         assert all(key in meta for key in STAGE_METADATA), (run["name"], meta)
     assert {metadata(r)["m3rec_stage"] for r in stage_runs} == {"mope", "mote", "mar"}

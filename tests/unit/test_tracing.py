@@ -102,7 +102,7 @@ def check_llm_stage_run(
     prompt: PromptName,
     attempt: int,
 ) -> None:
-    """One `<stage>.llm` run: metadata, tags, place in the tree, and its chat model child."""
+    """One `<stage>.llm` run, the chat model's own: metadata, tags, place in the tree, token usage."""
     expected = load_prompt(prompt)
     meta = metadata(run)
     assert meta["m3rec_stage"] == stage
@@ -118,10 +118,11 @@ def check_llm_stage_run(
     # It is the model call of this stage's node run.
     assert run["parent_run_id"] == node["id"]
 
-    # Below it sits the chat model's own run, which inherits the stage metadata.
-    chat = only([r for r in recorder.children(run) if r["run_type"] == "llm"])
-    assert metadata(chat)["m3rec_model"] == model
-    assert metadata(chat)["m3rec_attempt"] == attempt
+    # It is the chat model's run itself (one run per call, no wrapper chain), with the tokens.
+    assert run["run_type"] == "llm"
+    assert recorder.children(run) == []
+    usage = metadata(run)["usage_metadata"]
+    assert isinstance(usage, dict) and usage["input_tokens"] > 0
 
 
 async def test_one_recommendation_is_traced_as_a_run_tree(
