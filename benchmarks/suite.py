@@ -730,9 +730,8 @@ def findings(results: Results) -> list[str]:
     if p.total_ms > 0 and p.json_schema_ms / p.total_ms >= 0.05:
         notes.append(
             f"pydantic `model_json_schema()` takes {p.json_schema_ms / p.total_ms:.0%} of the "
-            "profiled run: `ainvoke_structured` (m3rec_graph/models.py) rebuilds the answer's JSON "
-            "schema on every LLM call, and listwise MAR builds a new pydantic model per chunk "
-            "(`listwise_answer_schema`). Caching the schema per model class would remove most of it."
+            "profiled run (answer schemas are meant to be built once per answer model: see "
+            "`schemas.AnswerContract`)."
         )
     rows = {(r.mode, r.candidates): r for r in results.scaling.rows}
     sizes = sorted({r.candidates for r in results.scaling.rows})

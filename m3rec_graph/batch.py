@@ -146,7 +146,7 @@ def plan_mote_batch(
             continue
         state = _mote_state(item, key)
         messages = prompt.format(**stage.variables(state))
-        body = chat_request_body(spec, stage.answer_schema(state), messages)
+        body = chat_request_body(spec, stage.answer_contract(state), messages)
         lines.append({"custom_id": key, "method": "POST", "url": BATCH_URL, "body": body})
         manifest_items[key] = item_id
     if len(lines) > MAX_REQUESTS_PER_BATCH:
@@ -225,9 +225,9 @@ def _check_answer(stage: MoteStage, state: MoteState, body: Any) -> tuple[Traits
     text = answer_text(message)
     if not text:
         return None, "the answer is empty"
-    schema = stage.answer_schema(state)
+    contract = stage.answer_contract(state)
     try:
-        answer = schema.model_validate_json(text)
+        answer = contract.validate_answer_json(text)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             return None, "the answer is not valid JSON"

@@ -66,7 +66,7 @@ from m3rec_graph.schemas import (
     MotivationProfile,
     PointwiseScore,
     TraitsAnswer,
-    listwise_answer_schema,
+    listwise_contract,
     profile_from_answer,
 )
 from m3rec_graph.stages.mar import MarStage
@@ -149,7 +149,7 @@ def _words(text: str, n: int) -> str:
 
 
 def typical_profile_answer(history_ids: Sequence[str], a: OutputAssumptions) -> dict[str, Any]:
-    """Return a MOPE answer of typical size that validates against `profile_answer_schema(history_ids)`."""
+    """Return a MOPE answer of typical size that validates against `profile_contract(history_ids)`."""
     ids = list(dict.fromkeys(history_ids))
     per_dim = min(a.evidence_per_dimension, len(ids), 5)
     answer: dict[str, Any] = {}
@@ -542,10 +542,10 @@ class _Estimator:
                 continue  # the graph uses the fallback profile: no call
             state = MopeState(user_id=request.user_id, history=request.history)
             messages = prompt.format(**stage.variables(state))
-            schema = stage.answer_schema(state)
-            json_schema = schema.model_json_schema()
+            contract = stage.answer_contract(state)
+            json_schema = contract.json_schema()
             answer = typical_profile_answer([i.item_id for i in request.history], self.a)
-            profiles[request.user_id] = profile_from_answer(schema.model_validate(answer))
+            profiles[request.user_id] = profile_from_answer(contract.validate_answer(answer))
             answer_text = compact_json(answer)
             for spec in spec_list:
                 counter = self.counter(spec)
@@ -603,7 +603,7 @@ class _Estimator:
         if key not in self._listwise_params:
             placeholders = [f"m3rec-placeholder-{n}" for n in range(len(ids))]
             self._listwise_params[key] = params_text(
-                structured_params(spec, listwise_answer_schema(placeholders))
+                structured_params(spec, listwise_contract(placeholders))
             )
         text = self._listwise_params[key]
         for n, item_id in enumerate(ids):

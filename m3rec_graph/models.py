@@ -6,7 +6,6 @@ server. Tests and hosts inject their own factory into `build_graph`.
 
 import asyncio
 import contextlib
-import functools
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from m3rec_graph.context import ModelSpec, StructuredMethod
 from m3rec_graph.rate_limits import RequestLimiter, request_tokens
 from m3rec_graph.rate_limits import rate_limiter_for as rate_limiter_for  # re-exported
-from m3rec_graph.schemas import PER_TASK_ANSWERS
+from m3rec_graph.schemas import AnswerContract
 
 
 class ChatModelFactory(Protocol):
@@ -151,18 +150,6 @@ def _describe_parsing_error(exc: BaseException) -> str:
     return f"the answer is not valid JSON for the schema ({text[:200]})"
 
 
-def _json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    if issubclass(schema, PER_TASK_ANSWERS):  # one model per task, its schema assembled cheaply
-        return schema.model_json_schema()
-    return _cached_json_schema(schema)
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_json_schema(schema: type[BaseModel]) -> dict[str, Any]:
-    # Generating a JSON schema is costly and the answer models are immutable.
-    return schema.model_json_schema()
-
-
 @dataclass(frozen=True)
 class StructuredCall:
     """How one structured request goes out: the model bound to the answer schema, and its parser.
@@ -179,6 +166,8 @@ class StructuredCall:
     request: Runnable[Any, Any]
     parser: BaseOutputParser[Any] | None
     """None: `request` is the include-raw chain, answering `{"raw", "parsed", "parsing_error"}`."""
+    json_schema: dict[str, Any]
+    """The answer's JSON schema, as sent."""
 
 
 def structured_call(model: BaseChatModel, json_schema: dict[str, Any], method: StructuredMethod) -> StructuredCall:
@@ -193,29 +182,31 @@ def structured_call(model: BaseChatModel, json_schema: dict[str, Any], method: S
         and isinstance(chain.first, (BaseChatModel, RunnableBinding))
         and isinstance(chain.last, BaseOutputParser)
     ):
-        return StructuredCall(chain.first, chain.last)
-    return StructuredCall(model.with_structured_output(json_schema, method=method, include_raw=True), None)
+        return StructuredCall(chain.first, chain.last, json_schema)
+    return StructuredCall(
+        model.with_structured_output(json_schema, method=method, include_raw=True), None, json_schema
+    )
 
 
 _STRUCTURED_CACHE_SIZE = 64
 _structured: "OrderedDict[tuple[int, type[BaseModel], str], tuple[BaseChatModel, StructuredCall]]" = OrderedDict()
 
 
-def _structured_call_for(model: BaseChatModel, schema: type[BaseModel], method: StructuredMethod) -> StructuredCall:
-    """Return `structured_call(...)` for `schema`, built once per model, schema and method.
+def _structured_call_for(model: BaseChatModel, contract: AnswerContract, method: StructuredMethod) -> StructuredCall:
+    """Return `structured_call(...)` for `contract`, built once per model, answer model and method.
 
     Binding the schema costs a fifth of a stage call with an instant model.
     Entries hold their model, so an `id()` is never reused while cached (and the
     cache is bounded).
     """
-    if issubclass(schema, PER_TASK_ANSWERS):  # one model per task: caching would only pin it
-        return structured_call(model, _json_schema(schema), method)
-    key = (id(model), schema, method)
+    if contract.per_task:  # one schema per task: caching would only pin it
+        return structured_call(model, contract.json_schema(), method)
+    key = (id(model), contract.model, method)
     hit = _structured.get(key)
     if hit is not None and hit[0] is model:
         _structured.move_to_end(key)
         return hit[1]
-    call = structured_call(model, _json_schema(schema), method)
+    call = structured_call(model, contract.json_schema(), method)
     _structured[key] = (model, call)
     if len(_structured) > _STRUCTURED_CACHE_SIZE:
         _structured.popitem(last=False)
@@ -238,7 +229,7 @@ def _refusal(message: AIMessage) -> str | None:
 
 async def ainvoke_structured(
     model: BaseChatModel,
-    schema: type[BaseModel],
+    schema: AnswerContract | type[BaseModel],
     messages: Sequence[BaseMessage],
     *,
     method: StructuredMethod,
@@ -256,10 +247,10 @@ async def ainvoke_structured(
     in-flight cap and token budget (`rate_limits.RequestLimiter.request`);
     the requests-per-second limit is applied by the chat model itself.
     """
-    json_schema = _json_schema(schema)
-    call = _structured_call_for(model, schema, method)
+    contract = AnswerContract.of(schema)
+    call = _structured_call_for(model, contract, method)
     try:
-        async with _request_limits(model, messages, json_schema):
+        async with _request_limits(model, messages, call.json_schema):
             out = await call.request.ainvoke(list(messages), config=config)
     except openai.LengthFinishReasonError as exc:
         return StructuredAnswer(None, _CUT_OFF, _cut_off_message(exc), cut_off=True)
@@ -295,6 +286,6 @@ async def ainvoke_structured(
             return StructuredAnswer(None, f"the answer is not valid JSON: {text[:120]!r}", raw_message)
         return StructuredAnswer(None, "the answer was empty", raw_message)
     try:
-        return StructuredAnswer(schema.model_validate(parsed), None, raw_message)
+        return StructuredAnswer(contract.validate_answer(parsed), None, raw_message)
     except ValidationError as exc:
         return StructuredAnswer(None, describe_validation_error(exc), raw_message)

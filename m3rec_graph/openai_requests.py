@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from m3rec_graph.context import ModelSpec
 from m3rec_graph.models import openai_chat_model, structured_call
+from m3rec_graph.schemas import AnswerContract
 
 SchemaTransport = Literal["json_schema", "function_calling"]
 
@@ -40,9 +41,9 @@ def _payload_model(spec: ModelSpec) -> BaseChatOpenAI:
     return model
 
 
-def structured_params(spec: ModelSpec, schema: type[BaseModel]) -> dict[str, Any]:
+def structured_params(spec: ModelSpec, schema: AnswerContract | type[BaseModel]) -> dict[str, Any]:
     """Return the request parameters that carry `schema` for `spec` (`response_format`, or `tools` + `tool_choice`)."""
-    return structured_params_for_json(spec, schema.model_json_schema())
+    return structured_params_for_json(spec, AnswerContract.of(schema).json_schema())
 
 
 def structured_params_for_json(spec: ModelSpec, json_schema: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def params_text(params: dict[str, Any]) -> str:
 
 
 def chat_request_body(
-    spec: ModelSpec, schema: type[BaseModel], messages: Sequence[BaseMessage]
+    spec: ModelSpec, schema: AnswerContract | type[BaseModel], messages: Sequence[BaseMessage]
 ) -> dict[str, Any]:
     """Return the Chat Completions request body the graph would send for one stage call."""
     model = _payload_model(spec)

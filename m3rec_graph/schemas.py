@@ -7,11 +7,13 @@ JSON schema enforceable by grammar-constrained decoding, and gives the
 deterministic fallbacks something to compute with.
 """
 
+import copy
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -19,11 +21,11 @@ from pydantic import (
     Field,
     ModelWrapValidatorHandler,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import DEFAULT_REF_TEMPLATE, GenerateJsonSchema, JsonSchemaMode
 from pydantic_core import InitErrorDetails
 
 
@@ -235,17 +237,72 @@ class TraitsAnswer(BaseModel):
         )
 
 
-def profile_answer_schema(history_ids: Sequence[str]) -> type[BaseModel]:
-    """Return the MOPE answer contract, with evidence ids limited to the history.
+TASK_IDS = "m3rec_task_ids"
+"""The validation-context key of the ids a task's answer may (MOPE) or must (MAR) use."""
 
-    See `ProfileAnswer` for how the model is built cheaply; `per_id_profile_model`
-    is the pydantic model it is equivalent to.
+
+@dataclass(frozen=True)
+class AnswerContract:
+    """What one task's answer must be: a pydantic model, plus the ids this task allows, if any.
+
+    A MOPE answer may only cite this user's history ids and a listwise MAR answer
+    must score exactly its chunk's candidate ids. Pydantic says that directly with
+    a model per task (a `Literal` of the ids, one field per id), but creating one
+    per task, and generating its JSON schema, was the graph's largest CPU cost
+    after the model calls. So the per-task part travels as data instead: one
+    shared model checks the ids it gets through pydantic's validation context,
+    with the errors a per-id model reports, and the per-id JSON schema is
+    assembled from a template. The unit tests check both against the per-id
+    models (`per_id_profile_model`, `per_id_listwise_model`).
     """
+
+    model: type[BaseModel]
+    ids: tuple[str, ...] = ()
+    task_json_schema: Callable[[tuple[str, ...]], dict[str, Any]] | None = None
+    """Builds the per-id JSON schema; None for a contract without ids (the model's own schema)."""
+
+    @staticmethod
+    def of(schema: "AnswerContract | type[BaseModel]") -> "AnswerContract":
+        """Return `schema` as a contract (a plain pydantic model is a contract without ids)."""
+        return schema if isinstance(schema, AnswerContract) else AnswerContract(schema)
+
+    @property
+    def per_task(self) -> bool:
+        """Whether the contract depends on the task's ids (so it is not worth caching)."""
+        return self.task_json_schema is not None
+
+    def json_schema(self) -> dict[str, Any]:
+        """Return the JSON schema the model is asked to answer in (a fresh dict: callers may edit it)."""
+        if self.task_json_schema is not None:
+            return self.task_json_schema(self.ids)
+        return copy.deepcopy(_model_json_schema(self.model))
+
+    def validate_answer(self, data: Any) -> BaseModel:
+        """Validate a parsed answer (raises pydantic's `ValidationError`)."""
+        return self.model.model_validate(data, context={TASK_IDS: self.ids})
+
+    def validate_answer_json(self, text: str | bytes) -> BaseModel:
+        """Validate an answer's JSON text (raises pydantic's `ValidationError`, `json_invalid` for bad JSON)."""
+        return self.model.model_validate_json(text, context={TASK_IDS: self.ids})
+
+
+@functools.lru_cache(maxsize=256)
+def _model_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Generating a JSON schema is costly and the answer models are immutable.
+    return model.model_json_schema()
+
+
+def _task_ids(info: ValidationInfo) -> tuple[str, ...]:
+    context = info.context
+    ids = context.get(TASK_IDS, ()) if isinstance(context, dict) else ()
+    return tuple(ids)
+
+
+def profile_contract(history_ids: Sequence[str]) -> AnswerContract:
+    """Return the MOPE answer contract, with evidence ids limited to the history."""
     if not history_ids:
-        return per_id_profile_model(())
-    model = cast(type[ProfileAnswer], type("MotivationProfile", (ProfileAnswer,), {"__module__": __name__}))
-    model.history_ids = tuple(history_ids)
-    return model
+        return AnswerContract(per_id_profile_model(()))
+    return AnswerContract(ProfileAnswer, tuple(history_ids), _profile_json_schema)
 
 
 @functools.lru_cache(maxsize=64)
@@ -280,21 +337,14 @@ def _expected_repr(values: Sequence[str]) -> str:
 
 
 class ProfileAnswer(BaseModel):
-    """Base of the per-user MOPE answer models built by `profile_answer_schema`.
+    """The MOPE answer model behind `profile_contract`: evidence ids are checked against the task's history.
 
-    Evidence must cite ids of this user's history. A pydantic model with a
-    `Literal` of those ids says that directly, but creating one per user, and
-    generating its JSON schema, was one of the largest CPU costs of the graph.
-    So each user's model is a bare subclass of this one (`history_ids` set):
-    evidence items are checked here with the error pydantic reports for a
-    `Literal`, and the JSON schema is the per-id one, assembled from a template.
-    The unit tests check both against `per_id_profile_model`.
+    Validated with the history ids in the validation context (`TASK_IDS`), it
+    accepts what the per-id model (`per_id_profile_model`) accepts and reports
+    the same errors.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    history_ids: ClassVar[tuple[str, ...]] = ()
-    """The ids evidence may cite."""
+    model_config = ConfigDict(extra="forbid", title="MotivationProfile")
 
     functional: _AnyEvidenceDimension
     quality: _AnyEvidenceDimension
@@ -307,11 +357,14 @@ class ProfileAnswer(BaseModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _evidence_from_the_history(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+    def _evidence_from_the_history(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
         errors: list[InitErrorDetails] = []
-        if cls.history_ids and isinstance(data, dict):
-            allowed = set(cls.history_ids)
-            expected = _expected_repr(cls.history_ids)
+        history_ids = _task_ids(info)
+        if history_ids and isinstance(data, dict):
+            allowed = set(history_ids)
+            expected = _expected_repr(history_ids)
             for dim in Dimension:
                 entry = data.get(dim.value)
                 evidence = entry.get("evidence") if isinstance(entry, dict) else None
@@ -331,27 +384,7 @@ class ProfileAnswer(BaseModel):
                                 "ctx": {"expected": expected},
                             }
                         )
-        return _validate_adding(cls.__name__, data, handler, errors)
-
-    @classmethod
-    def model_json_schema(
-        cls,
-        by_alias: bool | None = True,
-        ref_template: str = DEFAULT_REF_TEMPLATE,
-        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
-        mode: JsonSchemaMode = "validation",
-        *,
-        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
-    ) -> dict[str, Any]:
-        """Return the per-id JSON schema (assembled from a template for the default arguments)."""
-        defaults = (by_alias, ref_template, schema_generator, mode, union_format) == (
-            True, DEFAULT_REF_TEMPLATE, GenerateJsonSchema, "validation", "any_of"
-        )  # fmt: skip
-        if defaults and cls.history_ids:
-            return _profile_json_schema(cls.history_ids)
-        return per_id_profile_model(cls.history_ids).model_json_schema(
-            by_alias, ref_template, schema_generator, mode, union_format=union_format
-        )
+        return _validate_adding("MotivationProfile", data, handler, errors)
 
 
 def _validate_adding(
@@ -417,36 +450,31 @@ PointwiseScore = Judgement
 
 
 class ListwiseAnswer(BaseModel):
-    """Base of the per-chunk MAR listwise answer models built by `listwise_answer_schema`.
+    """The listwise MAR answer model behind `listwise_contract`: `scores` keyed by exactly the task's ids.
 
-    A chunk's model must require exactly its candidate ids as `scores` keys. A
-    pydantic model with one aliased field per id says that directly, but
-    creating one per chunk, and generating its JSON schema, cost more CPU than
-    anything else the graph did per MAR call. So each chunk's model is a bare
-    subclass of this one (`candidate_ids` set): `scores` is validated as a dict
-    of `Judgement`s, the ids are checked here with the errors pydantic reports
-    for a missing or an extra field, and the JSON schema is the per-id schema,
-    assembled from a template. The unit tests check both against the per-id
-    pydantic model (`per_id_listwise_model`).
+    Validated with the chunk's candidate ids in the validation context
+    (`TASK_IDS`), `scores` is a dict of `Judgement`s whose keys are checked with
+    the errors a per-id model (`per_id_listwise_model`: one required field per
+    id) reports for a missing or an extra field.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    candidate_ids: ClassVar[tuple[str, ...]] = ()
-    """The ids this chunk's model requires as `scores` keys, in order."""
+    model_config = ConfigDict(extra="forbid", title="ListwiseScores")
 
     scores: dict[str, Judgement]
 
     @model_validator(mode="wrap")
     @classmethod
-    def _exactly_the_candidate_ids(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+    def _exactly_the_candidate_ids(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
         scores = data.get("scores") if isinstance(data, dict) else None
         errors: list[InitErrorDetails] = []
-        if cls.candidate_ids and isinstance(scores, dict):
-            allowed = set(cls.candidate_ids)
+        candidate_ids = _task_ids(info)
+        if candidate_ids and isinstance(scores, dict):
+            allowed = set(candidate_ids)
             errors += [
                 {"type": "missing", "loc": ("scores", i), "input": scores}
-                for i in cls.candidate_ids
+                for i in candidate_ids
                 if i not in scores
             ]
             errors += [
@@ -456,33 +484,13 @@ class ListwiseAnswer(BaseModel):
             ]
             if any(key not in allowed for key in scores):  # like a per-id model: an unknown id's value is not validated
                 data = {**data, "scores": {k: v for k, v in scores.items() if k in allowed}}
-        return _validate_adding(cls.__name__, data, handler, errors)
-
-    @classmethod
-    def model_json_schema(
-        cls,
-        by_alias: bool | None = True,
-        ref_template: str = DEFAULT_REF_TEMPLATE,
-        schema_generator: type[GenerateJsonSchema] = GenerateJsonSchema,
-        mode: JsonSchemaMode = "validation",
-        *,
-        union_format: Literal["any_of", "primitive_type_array"] = "any_of",
-    ) -> dict[str, Any]:
-        """Return the per-id JSON schema (assembled from a template for the default arguments)."""
-        defaults = (by_alias, ref_template, schema_generator, mode, union_format) == (
-            True, DEFAULT_REF_TEMPLATE, GenerateJsonSchema, "validation", "any_of"
-        )  # fmt: skip
-        if defaults and cls.candidate_ids:
-            return _listwise_json_schema(cls.candidate_ids)
-        return per_id_listwise_model(cls.candidate_ids).model_json_schema(
-            by_alias, ref_template, schema_generator, mode, union_format=union_format
-        )
+        return _validate_adding("ListwiseScores", data, handler, errors)
 
 
 def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:
     """Return the listwise contract as a pydantic model with one required field per id.
 
-    What `listwise_answer_schema`'s models are equivalent to (and their JSON schema's source).
+    What `listwise_contract` is equivalent to (and their JSON schema's source).
     """
     # Field names must be identifiers; the ids themselves are the aliases.
     fields: dict[str, Any] = {
@@ -513,18 +521,20 @@ def _listwise_json_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
     return schema
 
 
-def listwise_answer_schema(candidate_ids: Sequence[str]) -> type[BaseModel]:
+def listwise_contract(candidate_ids: Sequence[str]) -> AnswerContract:
     """Return the MAR listwise contract: `scores` keyed by every candidate id, each exactly once.
 
     Keys as required properties are the strongest constraint a JSON schema can
     state: a grammar-constrained decoder cannot emit an unknown, duplicate or
-    missing id, and for other providers validation rejects them. See
-    `ListwiseAnswer` for how the model is built cheaply.
+    missing id, and for other providers validation rejects them.
     """
-    model = cast(type[ListwiseAnswer], type("ListwiseScores", (ListwiseAnswer,), {"__module__": __name__}))
-    model.candidate_ids = tuple(candidate_ids)
-    return model
+    if not candidate_ids:
+        return AnswerContract(per_id_listwise_model(()))
+    return AnswerContract(ListwiseAnswer, tuple(candidate_ids), _listwise_json_schema)
 
 
-PER_TASK_ANSWERS: tuple[type[BaseModel], ...] = (ProfileAnswer, ListwiseAnswer)
-"""Bases of the answer models built per task (per user, per MAR chunk): cheap to build, not worth caching."""
+TRAITS_CONTRACT = AnswerContract(TraitsAnswer)
+"""The MOTE answer contract (the same for every item)."""
+
+POINTWISE_CONTRACT = AnswerContract(PointwiseScore)
+"""The pointwise MAR answer contract (one candidate's judgement)."""

@@ -55,6 +55,7 @@ from m3rec_graph.local.server import local_base_url
 from m3rec_graph.models import ChatModelFactory, ainvoke_structured
 from m3rec_graph.prompts import PromptName, StagePrompt, load_prompt
 from m3rec_graph.routing import get_context
+from m3rec_graph.schemas import AnswerContract
 from m3rec_graph.usage import call_usage
 
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
@@ -100,8 +101,8 @@ class StageDefinition(ABC):
         """Return the prompt variables for this task."""
 
     @abstractmethod
-    def answer_schema(self, state: Any) -> type[BaseModel]:
-        """Return the JSON contract the model must answer with (may depend on the task's ids)."""
+    def answer_contract(self, state: Any) -> AnswerContract:
+        """Return the contract the model must answer in (may depend on the task's ids)."""
 
     def check(self, state: Any, answer: BaseModel, raw_text: str) -> str | None:
         """Return why a schema-valid answer is still wrong for this task, or `None`."""
@@ -156,7 +157,7 @@ async def ask(
     }
     answer = await ainvoke_structured(
         chat_models(spec),
-        definition.answer_schema(state),
+        definition.answer_contract(state),
         messages,
         method=spec.structured_method,
         config=call_config,

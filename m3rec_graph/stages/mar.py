@@ -17,7 +17,13 @@ from m3rec_graph.render import (
     history_profile_block,
     profile_block,
 )
-from m3rec_graph.schemas import AlignmentScore, Judgement, PointwiseScore, listwise_answer_schema
+from m3rec_graph.schemas import (
+    POINTWISE_CONTRACT,
+    AlignmentScore,
+    AnswerContract,
+    Judgement,
+    listwise_contract,
+)
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
 from m3rec_graph.state import MarOutput, MarState, MarTask
 
@@ -105,11 +111,11 @@ class MarStage(StageDefinition):
             "count": len(lines),
         }
 
-    def answer_schema(self, state: MarState) -> type[BaseModel]:
+    def answer_contract(self, state: MarState) -> AnswerContract:
         """Ask for a score keyed by every candidate id of the chunk (or one score, pointwise)."""
         if state["mode"] == "pointwise":
-            return PointwiseScore
-        return listwise_answer_schema(self._ids(state))
+            return POINTWISE_CONTRACT
+        return listwise_contract(self._ids(state))
 
     def check(self, state: MarState, answer: BaseModel, raw_text: str) -> str | None:
         """Reject a listwise answer that repeats an id (the schema already rejects unknown/missing)."""

@@ -10,7 +10,7 @@ from m3rec_graph.fallbacks import fallback_profile
 from m3rec_graph.models import ChatModelFactory
 from m3rec_graph.prompts import PromptName
 from m3rec_graph.render import dimensions_block, history_block
-from m3rec_graph.schemas import Dimension, profile_answer_schema, profile_from_answer
+from m3rec_graph.schemas import AnswerContract, Dimension, profile_contract, profile_from_answer
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
 from m3rec_graph.state import MopeOutput, MopeState, MopeTask
 
@@ -28,9 +28,9 @@ class MopeStage(StageDefinition):
         """Render the dimensions and the history."""
         return {"dimensions": dimensions_block(), "history": history_block(state["history"])}
 
-    def answer_schema(self, state: MopeState) -> type[BaseModel]:
+    def answer_contract(self, state: MopeState) -> AnswerContract:
         """Ask for the profile with evidence ids restricted to this history."""
-        return profile_answer_schema([item.item_id for item in state["history"]])
+        return profile_contract([item.item_id for item in state["history"]])
 
     def check(self, state: MopeState, answer: BaseModel, raw_text: str) -> str | None:
         """Reject evidence that cites an item id outside the history."""

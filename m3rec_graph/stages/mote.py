@@ -11,7 +11,7 @@ from m3rec_graph.fallbacks import neutral_traits
 from m3rec_graph.models import ChatModelFactory
 from m3rec_graph.prompts import PromptName
 from m3rec_graph.render import dimensions_block, item_text
-from m3rec_graph.schemas import TraitsAnswer
+from m3rec_graph.schemas import TRAITS_CONTRACT, AnswerContract, TraitsAnswer
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
 from m3rec_graph.state import MoteOutput, MoteState, MoteTask
 
@@ -34,9 +34,9 @@ class MoteStage(StageDefinition):
         item = state["item"]
         return {"dimensions": dimensions_block(), "item": f"[{item.item_id}] {item_text(item)}"}
 
-    def answer_schema(self, state: MoteState) -> type[BaseModel]:
+    def answer_contract(self, state: MoteState) -> AnswerContract:
         """Ask for traits with levels 0-10 (stored as strengths in [0, 1])."""
-        return TraitsAnswer
+        return TRAITS_CONTRACT
 
     def accept(self, state: MoteState, answer: BaseModel, ctx: M3RecContext) -> dict[str, Any]:
         """Cache and return the traits."""

@@ -28,12 +28,13 @@ from m3rec_graph.cli import main
 from m3rec_graph.render import FIELD_LIMITS, FIELD_TOKEN_LIMITS, clean_text, item_text, truncations
 from m3rec_graph.request import MAX_CANDIDATES, parse_request
 from m3rec_graph.schemas import (
+    AnswerContract,
     Dimension,
     Item,
-    listwise_answer_schema,
+    listwise_contract,
     per_id_listwise_model,
     per_id_profile_model,
-    profile_answer_schema,
+    profile_contract,
 )
 from m3rec_graph.stages.mar import answered_ids, check_covers_exactly
 from m3rec_graph.state import RecInput
@@ -413,7 +414,7 @@ def test_ranking_check_accepts_exactly_the_permutations(ids: list[str], data: st
 
 def _errors(model: Any, answer: Any) -> list[tuple[Any, str]] | None:
     try:
-        model.model_validate(answer)
+        AnswerContract.of(model).validate_answer(answer)
     except ValidationError as exc:
         return sorted((e["loc"], e["msg"]) for e in exc.errors())
     return None
@@ -437,12 +438,12 @@ def test_profile_model_is_the_per_id_model_in_validation_and_json_schema(ids: li
         for dim in Dimension
     }
     answer["summary"] = data.draw(st.sampled_from(["Likes colour.", ""]))
-    fast, per_id = profile_answer_schema(ids), per_id_profile_model(tuple(ids))
+    fast, per_id = profile_contract(ids), per_id_profile_model(tuple(ids))
     assert _errors(fast, answer) == _errors(per_id, answer)
-    assert fast.model_json_schema() == per_id.model_json_schema()
-    assert json.dumps(fast.model_json_schema()) == json.dumps(per_id.model_json_schema())  # same key order
+    assert fast.json_schema() == per_id.model_json_schema()
+    assert json.dumps(fast.json_schema()) == json.dumps(per_id.model_json_schema())  # same key order
     if _errors(fast, answer) is None:
-        assert fast.model_validate(answer).model_dump() == per_id.model_validate(answer).model_dump()
+        assert fast.validate_answer(answer).model_dump() == per_id.model_validate(answer).model_dump()
 
 
 @settings(max_examples=200, deadline=None)
@@ -453,12 +454,11 @@ def test_listwise_model_is_the_per_id_model_in_validation_and_json_schema(ids: l
     bad_score = data.draw(st.booleans())
     judgement: dict[str, Any] = {"score": 11 if bad_score else 5, "matched": [], "rationale": "ok"}
     answer = {"scores": {k: dict(judgement) for k in keys}}
-    fast, per_id = listwise_answer_schema(ids), per_id_listwise_model(ids)
+    fast, per_id = listwise_contract(ids), per_id_listwise_model(ids)
     assert _errors(fast, answer) == _errors(per_id, answer)
-    assert fast.model_json_schema() == per_id.model_json_schema()
-    assert fast.model_json_schema(mode="serialization") == per_id.model_json_schema(mode="serialization")
+    assert fast.json_schema() == per_id.model_json_schema()
     if _errors(fast, answer) is None:
-        dumped = fast.model_validate(answer).model_dump(by_alias=True)["scores"]
+        dumped = fast.validate_answer(answer).model_dump(by_alias=True)["scores"]
         assert dumped == per_id.model_validate(answer).model_dump(by_alias=True)["scores"]
 
 
@@ -469,9 +469,9 @@ def test_raw_answer_keys_and_schema_agree_with_the_check(ids: list[str], data: s
     judgement = {"score": 5, "matched": [], "rationale": "ok"}
     raw = '{"scores": {' + ", ".join(f"{json.dumps(k)}: {json.dumps(judgement)}" for k in keys) + "}}"
     assert answered_ids(raw) == keys  # duplicates kept, in order
-    model = listwise_answer_schema(ids)
+    model = listwise_contract(ids)
     try:
-        model.model_validate(json.loads(raw))
+        model.validate_answer(json.loads(raw))
         schema_ok = True
     except ValueError:
         schema_ok = False

@@ -38,8 +38,8 @@ from m3rec_graph.routing import openai_model
 from m3rec_graph.schemas import (
     PointwiseScore,
     TraitsAnswer,
-    listwise_answer_schema,
-    profile_answer_schema,
+    listwise_contract,
+    profile_contract,
 )
 from m3rec_graph.state import RecInput
 from m3rec_graph.tokens import count_messages, count_text
@@ -108,13 +108,13 @@ def test_message_count_matches_the_usage_estimate(requests: list[RecommendationR
 
 def test_typical_answers_validate_against_the_answer_schemas() -> None:
     ids = ["B01", "B02", "B03"]
-    profile_answer_schema(ids).model_validate(typical_profile_answer(ids, A))
-    profile_answer_schema(["only"]).model_validate(typical_profile_answer(["only"], A))
+    profile_contract(ids).validate_answer(typical_profile_answer(ids, A))
+    profile_contract(["only"]).validate_answer(typical_profile_answer(["only"], A))
     TraitsAnswer.model_validate(typical_traits_answer(A))
     PointwiseScore.model_validate(typical_judgement(A))
-    listwise_answer_schema(ids).model_validate(typical_listwise_answer(ids, A))
+    listwise_contract(ids).validate_answer(typical_listwise_answer(ids, A))
     long = OutputAssumptions(summary_words=500, rationale_words=200, trait_phrases=9, evidence_per_dimension=9)
-    profile_answer_schema(ids).model_validate(typical_profile_answer(ids, long))
+    profile_contract(ids).validate_answer(typical_profile_answer(ids, long))
     TraitsAnswer.model_validate(typical_traits_answer(long))
     PointwiseScore.model_validate(typical_judgement(long))
 
@@ -125,7 +125,7 @@ def test_listwise_schema_shortcut_equals_building_the_schema(model: str) -> None
     estimator = _Estimator(CostSettings(dataset=BEAUTY, users=1), InMemoryTraitCache())
     for ids in (["B004756YJA", "7806397051"], ['we"ird\\id', "ünï", "x", "B1", "B10", "B100"]):
         fast = estimator._listwise_schema_text(spec, ids)
-        assert fast == params_text(structured_params(spec, listwise_answer_schema(ids)))
+        assert fast == params_text(structured_params(spec, listwise_contract(ids)))
 
 
 def test_schema_transport_follows_langchain_openai() -> None:

@@ -35,7 +35,7 @@ from m3rec_graph import InMemoryTraitCache, ModelSpec, build_graph
 from m3rec_graph.context import StructuredMethod
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.models import ainvoke_structured, openai_chat_model, rate_limiter_for
-from m3rec_graph.schemas import TraitsAnswer, listwise_answer_schema
+from m3rec_graph.schemas import TraitsAnswer, listwise_contract
 from m3rec_graph.usage import call_usage
 from tests.fault_server import (
     FAULT_KINDS,
@@ -79,11 +79,11 @@ async def structured(server: FaultServer, method: StructuredMethod = "json_schem
 
 def test_answerer_follows_the_schema_of_every_stage() -> None:
     ids = ["b2", "a1", "c3"]
-    schema = listwise_answer_schema(ids).model_json_schema()
+    schema = listwise_contract(ids).json_schema()
     prompt = "You are MAR\n<candidates>\n[b2] x\n[a1] y\n[c3] z\n</candidates>"
     answer = valid_answer("mar", prompt, schema)
     assert list(answer["scores"]) == ids  # the shown order
-    listwise_answer_schema(ids).model_validate(answer)
+    listwise_contract(ids).validate_answer(answer)
     TraitsAnswer.model_validate(instance_of(TraitsAnswer.model_json_schema()))
     with pytest.raises(ValueError, match="differ"):
         valid_answer("mar", prompt.replace("[c3]", "[zz]"), schema)
@@ -92,14 +92,14 @@ def test_answerer_follows_the_schema_of_every_stage() -> None:
 @pytest.mark.parametrize("draw", range(4))
 def test_wrong_mar_answers_break_the_contract(draw: int) -> None:
     ids = ["a1", "b2"]
-    model = listwise_answer_schema(ids)
-    answer = instance_of(model.model_json_schema())
+    model = listwise_contract(ids)
+    answer = instance_of(model.json_schema())
     variant, text = wrong_answer("mar", answer, draw)
     if variant == "duplicate_id":
         assert text.count('"a1"') == 2  # only the raw text shows it; json.loads keeps one
     else:
         with pytest.raises(ValueError):
-            model.model_validate(json.loads(text))
+            model.validate_answer(json.loads(text))
 
 
 def test_fault_draws_are_reproducible_and_near_the_rate() -> None:
