@@ -64,7 +64,7 @@ def orchestration_section(results: Results) -> str:
         f"{o.candidates} candidates, listwise MAR (chunks of 10), instant fake model, "
         f"{o.cases[0].runs} timed runs per case after 2 warm-ups; graph compile: {o.compile_ms:.1f} ms (once)."
     )
-    return head + "\n\n" + table(
+    text = head + "\n\n" + table(
         (
             "case",
             "LLM calls",
@@ -77,6 +77,29 @@ def orchestration_section(results: Results) -> str:
             "peak mem KiB",
         ),
         rows,
+    )
+    f = o.floor
+    if f is None:
+        return text
+    floor_rows = [
+        ("`BaseChatModel.ainvoke`, instant fake model (langchain-core per call)", _ms(f.chat_call_ms)),
+        ("one `Send` task of a trivial graph (LangGraph per task)", _ms(f.send_task_ms)),
+        ("one run of a trivial one-node graph", _ms(f.graph_run_ms)),
+    ]
+    floor_rows += [
+        (
+            f"floor for {c.llm_calls} calls ({'misses' if c.name == 'miss' else 'warm'}): run + calls x (call + task)"
+            f"; m3rec's CPU median is {c.cpu_ms.median / f.for_calls(c.llm_calls):.1f}x",
+            _ms(f.for_calls(c.llm_calls)),
+        )
+        for c in o.cases
+    ]
+    return (
+        text
+        + "\n\nThe floor: CPU of the library primitives alone, measured in the same run (medians). "
+        "Every LLM call of the method is one chat model call in its own task (MOTE encodes each "
+        "item separately), so no LangGraph graph built on langchain-core chat models gets below it.\n\n"
+        + table(("primitive", "CPU ms"), floor_rows)
     )
 
 
