@@ -171,6 +171,12 @@ class FakeModels:
             self.models[spec.name] = model
         return model
 
+    def set_latency(self, latency_s: float) -> None:
+        """Make every model, handed out or not, sleep `latency_s` per async call."""
+        self.latency_s = latency_s
+        for model in self.models.values():
+            model.latency_s = latency_s
+
     @property
     def calls(self) -> int:
         return self.counter.total

@@ -171,7 +171,11 @@ def concurrency_section(results: Results) -> str:
     c = results.concurrency
     rows = [
         (
-            f"{r.max_concurrency} (gc.freeze)" if r.gc_frozen else r.max_concurrency,
+            f"{r.max_concurrency} (gc.freeze)"
+            if r.gc_frozen
+            else f"{r.max_concurrency} ({r.latency_s * 1000:.0f} ms per call)"
+            if r.latency_s is not None
+            else r.max_concurrency,
             f"{r.wall_s:.2f}",
             f"{r.throughput:.2f}",
             f"{r.ideal_throughput:.2f}",
@@ -195,8 +199,9 @@ def concurrency_section(results: Results) -> str:
         "`max_concurrency` down to each run, where it gates that run's own MOPE/MOTE fan-out: "
         "the *capped* columns use the resulting critical path (calls in sequence per run). "
         "CPU-bound recs/s = users / CPU seconds of the batch: the ceiling of one event loop. "
-        "GC s: time in Python's garbage collector (part of the CPU s). The last row repeats the "
-        "highest level after `gc.collect(); gc.freeze()` (a host's choice, not the default).\n\n"
+        "GC s: time in Python's garbage collector (part of the CPU s). A *gc.freeze* row repeats the "
+        "highest level after `gc.collect(); gc.freeze()` (a host's choice, not the default); rows "
+        "marked *ms per call* repeat it with slower calls (their ideal uses that latency).\n\n"
         + table(
             (
                 "max_concurrency",

@@ -69,6 +69,8 @@ class Settings:
     batch_users: int = 200
     batch_candidates: int = 5
     concurrency_levels: tuple[int, ...] = (1, 4, 16, 64)
+    sensitivity_latencies: tuple[float, ...] = (0.5, 1.0)
+    """The highest concurrency level again at these per-call latencies (seconds)."""
     token_dataset: Path = DEFAULT_DATASET
     """Benchmarks 4 and 5: the dataset directory (relative paths from the repository root)."""
     token_users: int = 1000
@@ -82,6 +84,7 @@ class Settings:
                 scaling_sizes=(10, 20, 50, 100),
                 scaling_repeats=1,
                 latency_s=0.05,
+                sensitivity_latencies=(0.1,),
                 batch_users=8,
                 token_dataset=QUICK_DATASET,
                 token_users=20,
@@ -217,6 +220,8 @@ class ConcurrencyRow:
     """Time spent in Python's cyclic garbage collector during the batch (part of cpu_s)."""
     gc_frozen: bool = False
     """The batch ran after `gc.collect(); gc.freeze()` (start-up objects out of the collector's way)."""
+    latency_s: float | None = None
+    """Per-call latency when it differs from the section's (the latency-sensitivity rows)."""
 
 
 @dataclass
@@ -660,9 +665,12 @@ async def bench_concurrency(settings: Settings) -> Concurrency:
     mar_tasks = per_rec - 1 - settings.batch_candidates
     # The last level once more with the start-up heap frozen: what a host can do about the
     # collector's full passes over every imported module's objects (not the default).
-    levels = [(c, False) for c in settings.concurrency_levels]
-    levels.append((settings.concurrency_levels[-1], True))
-    for c, frozen in levels:
+    levels = [(c, False, settings.latency_s) for c in settings.concurrency_levels]
+    top = settings.concurrency_levels[-1]
+    levels.append((top, True, settings.latency_s))
+    levels += [(top, False, latency) for latency in settings.sensitivity_latencies]
+    for c, frozen, latency in levels:
+        bench.models.set_latency(latency)
         bench.cache.fresh()
         bench.models.reset()
         if frozen:
@@ -679,9 +687,9 @@ async def bench_concurrency(settings: Settings) -> Concurrency:
         for request, out in zip(inputs, outs, strict=True):
             check_output(request, out)
         throughput = len(inputs) / wall
-        ideal = ideal_throughput(len(inputs), c, settings.latency_s, CRITICAL_PATH_CALLS)
+        ideal = ideal_throughput(len(inputs), c, latency, CRITICAL_PATH_CALLS)
         capped = capped_path_calls(settings.batch_candidates, mar_tasks, c)
-        capped_ideal = ideal_throughput(len(inputs), c, settings.latency_s, capped)
+        capped_ideal = ideal_throughput(len(inputs), c, latency, capped)
         rows.append(
             ConcurrencyRow(
                 max_concurrency=c,
@@ -697,6 +705,7 @@ async def bench_concurrency(settings: Settings) -> Concurrency:
                 llm_calls=bench.models.calls,
                 gc_s=gc_time[0],
                 gc_frozen=frozen,
+                latency_s=None if latency == settings.latency_s else latency,
             )
         )
     return Concurrency(
@@ -815,7 +824,7 @@ def findings(results: Results) -> list[str]:
                 f"{large.wall_ms_per_call:.2f} ms per call)."
             )
     c = results.concurrency
-    plain = [r for r in c.rows if not r.gc_frozen]
+    plain = [r for r in c.rows if not r.gc_frozen and r.latency_s is None]
     first, last = plain[0], plain[-1]
     notes.append(
         f"Concurrency: max_concurrency={first.max_concurrency} reaches {first.ratio:.0%} of the "
@@ -839,8 +848,31 @@ def findings(results: Results) -> list[str]:
         "ms of CPU per recommendation. With a real model's latency (seconds per call) the same CPU "
         "is a small fraction of the path."
     )
+    floor = results.orchestration.floor
+    if floor is not None:
+        budget_ms = 0.25 * path_s * 1000 / last.max_concurrency
+        floor_ms = floor.for_calls(c.calls_per_recommendation)
+        notes.append(
+            f"The library floor for {c.calls_per_recommendation} calls (section 1) is {floor_ms:.1f} ms "
+            f"of CPU per recommendation, {'above' if floor_ms > budget_ms else 'within'} that "
+            f"{budget_ms:.1f} ms budget: "
+            + (
+                "on one event loop, no graph built from langchain-core chat model calls in LangGraph "
+                "tasks reaches 80% of this latency bound."
+                if floor_ms > budget_ms
+                else "the gap is the graph's own overhead."
+            )
+        )
+    slower = [r for r in c.rows if r.latency_s is not None]
+    if slower:
+        notes.append(
+            f"The same batch at max_concurrency={last.max_concurrency} with slower calls: "
+            + "; ".join(f"{(r.latency_s or 0) * 1000:.0f} ms per call, {r.ratio:.0%} of its latency bound" for r in slower)
+            + f" (vs {last.ratio:.0%} at {c.latency_s * 1000:.0f} ms). The graph's CPU per batch "
+            "stays the same, so its share of the path shrinks as the model gets slower."
+        )
     frozen = next((r for r in c.rows if r.gc_frozen), None)
-    default = [r for r in c.rows if not r.gc_frozen]
+    default = [r for r in c.rows if not r.gc_frozen and r.latency_s is None]
     if frozen and default:
         top = default[-1]
         notes.append(
