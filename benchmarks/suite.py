@@ -187,6 +187,13 @@ class ScalingRow:
     wall_ms: float
     cpu_ms: float
     wall_ms_per_call: float
+    gc_ms: float = 0.0
+    """Median time in Python's garbage collector per run (part of cpu_ms)."""
+
+    @property
+    def cpu_ms_per_call_without_gc(self) -> float:
+        """The graph's own CPU per LLM call, garbage collection left out."""
+        return (self.cpu_ms - self.gc_ms) / max(1, self.llm_calls)
 
 
 @dataclass
@@ -580,7 +587,7 @@ async def bench_scaling(settings: Settings) -> Scaling:
         ctx = context_for("hybrid", mar_mode=mode)
         for n in settings.scaling_sizes:
             request = make_request(f"u-scale-{n}", n)
-            walls, cpus = [], []
+            walls, cpus, gcs = [], [], []
             calls: dict[str, int] = {}
 
             async def run(request: RecInput = request, ctx: M3RecContext = ctx) -> None:
@@ -589,9 +596,11 @@ async def bench_scaling(settings: Settings) -> Scaling:
                 await bench.recommend(request, ctx)
 
             for _ in range(settings.scaling_repeats):
-                wall, cpu = await timed(run)
+                with gc_timer() as gc_time:
+                    wall, cpu = await timed(run)
                 walls.append(wall)
                 cpus.append(cpu)
+                gcs.append(gc_time[0] * 1000)
                 calls = bench.models.stage_calls()
             total = sum(calls.values())
             wall_ms = statistics.median(walls)
@@ -605,6 +614,7 @@ async def bench_scaling(settings: Settings) -> Scaling:
                     wall_ms=wall_ms,
                     cpu_ms=statistics.median(cpus),
                     wall_ms_per_call=wall_ms / max(1, total),
+                    gc_ms=statistics.median(gcs),
                 )
             )
     linear = all(
@@ -821,7 +831,9 @@ def findings(results: Results) -> list[str]:
                 f"Scaling ({mode}): {small.candidates} -> {large.candidates} candidates multiplies "
                 f"LLM calls by {large.llm_calls / small.llm_calls:.1f}x and wall time by "
                 f"{large.wall_ms / small.wall_ms:.1f}x ({small.wall_ms_per_call:.2f} -> "
-                f"{large.wall_ms_per_call:.2f} ms per call)."
+                f"{large.wall_ms_per_call:.2f} ms per call); without garbage collection the CPU per "
+                f"call goes {small.cpu_ms_per_call_without_gc:.2f} -> "
+                f"{large.cpu_ms_per_call_without_gc:.2f} ms."
             )
     c = results.concurrency
     plain = [r for r in c.rows if not r.gc_frozen and r.latency_s is None]
@@ -838,19 +850,20 @@ def findings(results: Results) -> list[str]:
     # bursts (all in-flight runs' answers arrive together after one latency), so each wave of
     # `c` runs waits for the CPU of the whole wave on top of the latency.
     cpu_ms = 1000 * last.cpu_s / c.users
-    wave_cpu_s = cpu_ms * last.max_concurrency / 1000
+    wave = min(last.max_concurrency, c.users)
+    wave_cpu_s = cpu_ms * wave / 1000
     path_s = c.critical_path_calls * c.latency_s
     notes.append(
         f"CPU per recommendation in the batch: {cpu_ms:.1f} ms ({c.calls_per_recommendation} LLM "
-        f"calls). A wave of {last.max_concurrency} runs needs {wave_cpu_s:.2f} s of CPU on the one "
+        f"calls). A wave of {wave} runs needs {wave_cpu_s:.2f} s of CPU on the one "
         f"event loop against a {path_s:.1f} s latency path, so the latency bound is out of reach "
-        f"at this latency: 80% of it would leave {0.25 * path_s * 1000 / last.max_concurrency:.1f} "
+        f"at this latency: 80% of it would leave {0.25 * path_s * 1000 / wave:.1f} "
         "ms of CPU per recommendation. With a real model's latency (seconds per call) the same CPU "
         "is a small fraction of the path."
     )
     floor = results.orchestration.floor
     if floor is not None:
-        budget_ms = 0.25 * path_s * 1000 / last.max_concurrency
+        budget_ms = 0.25 * path_s * 1000 / wave
         floor_ms = floor.for_calls(c.calls_per_recommendation)
         notes.append(
             f"The library floor for {c.calls_per_recommendation} calls (section 1) is {floor_ms:.1f} ms "
