@@ -4,6 +4,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from benchmarks.fake_models import BenchChatModel, FakeModels, answer_for
 from benchmarks.report import render_markdown, render_text, write_outputs
 from benchmarks.suite import Results, capped_path_calls, expected_calls, run_suite
@@ -26,6 +28,9 @@ async def test_quick_suite_runs_and_reports_linear_calls(tmp_path: Path) -> None
         assert case.cpu_ms.median > 0 and case.peak_mem_kib > 0 and case.wall_ms_per_call > 0
     assert miss.peak_mem_kib > hit.peak_mem_kib
     assert results.orchestration.compile_ms > 0
+    floor = results.orchestration.floor
+    assert floor is not None and floor.chat_call_ms > 0 and floor.graph_run_ms > 0
+    assert floor.for_calls(23) == pytest.approx(floor.graph_run_ms + 23 * (floor.chat_call_ms + floor.send_task_ms))
 
     # profile: both groups found, shares add up
     profile = results.profile
@@ -44,14 +49,19 @@ async def test_quick_suite_runs_and_reports_linear_calls(tmp_path: Path) -> None
         assert large.calls_by_stage["mar"] == 10 * small.calls_by_stage["mar"]
         assert large.calls_by_stage["mope"] == small.calls_by_stage["mope"] == 1
         assert all(r.wall_ms > 0 and r.cpu_ms > 0 for r in scaling.rows)
+        assert all(0 <= r.gc_ms <= r.wall_ms for r in scaling.rows)  # both wall-clock
     assert rows[("listwise", 100)].llm_calls == 1 + 100 + 10
     assert rows[("pointwise", 100)].llm_calls == 1 + 100 + 100
 
     # 3. concurrency: every level ran the whole batch; throughput below the latency bound
     conc = results.concurrency
-    assert [(r.max_concurrency, r.gc_frozen) for r in conc.rows] == [
-        (1, False), (4, False), (16, False), (64, False), (64, True)  # the last after gc.freeze()
+    assert [(r.max_concurrency, r.gc_frozen, r.latency_s) for r in conc.rows] == [
+        (1, False, None), (4, False, None), (16, False, None), (64, False, None),
+        (64, True, None),  # after gc.freeze()
+        (64, False, 0.1),  # the sensitivity row: slower calls
     ]  # fmt: skip
+    slower = conc.rows[-1]
+    assert slower.ideal_throughput == pytest.approx(conc.users / (2 * 0.1))  # its own latency's bound
     assert all(0 <= r.gc_s <= r.wall_s for r in conc.rows)
     assert conc.calls_per_recommendation == 7
     for row in conc.rows:
