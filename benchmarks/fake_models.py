@@ -150,7 +150,7 @@ class BenchChatModel(BaseChatModel):
     ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
         """Mimic langchain-openai's `json_schema` path: the model, then langchain's JSON output parser."""
         if include_raw:
-            raise NotImplementedError("the graph asks for the model and its parser (models.structured_call)")
+            raise ValueError("include_raw is not supported: the graph sends the model and applies its parser (models.structured_call)")
         return self | JsonOutputParser()
 
 

@@ -69,7 +69,7 @@ class ScriptedChatModel(BaseChatModel):
     ) -> Runnable[Any, Any]:
         """Mimic langchain-openai's json_schema path: the model, then langchain's JSON output parser."""
         if include_raw:
-            raise NotImplementedError("the graph asks for the model and its parser (models.structured_call)")
+            raise ValueError("include_raw is not supported: the graph sends the model and applies its parser (models.structured_call)")
         return self | JsonOutputParser()
 
 
