@@ -384,7 +384,7 @@ class ProfileAnswer(BaseModel):
                                 "ctx": {"expected": expected},
                             }
                         )
-        return _validate_adding("MotivationProfile", data, handler, errors)
+        return _validate_adding(cls.model_config.get("title") or cls.__name__, data, handler, errors)
 
 
 def _validate_adding(
@@ -484,7 +484,7 @@ class ListwiseAnswer(BaseModel):
             ]
             if any(key not in allowed for key in scores):  # like a per-id model: an unknown id's value is not validated
                 data = {**data, "scores": {k: v for k, v in scores.items() if k in allowed}}
-        return _validate_adding("ListwiseScores", data, handler, errors)
+        return _validate_adding(cls.model_config.get("title") or cls.__name__, data, handler, errors)
 
 
 def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:

@@ -10,7 +10,7 @@ from m3rec_graph.fallbacks import fallback_profile
 from m3rec_graph.models import ChatModelFactory
 from m3rec_graph.prompts import PromptName
 from m3rec_graph.render import dimensions_block, history_block
-from m3rec_graph.schemas import AnswerContract, Dimension, profile_contract, profile_from_answer
+from m3rec_graph.schemas import AnswerContract, profile_contract, profile_from_answer
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
 from m3rec_graph.state import MopeOutput, MopeState, MopeTask
 
@@ -29,18 +29,8 @@ class MopeStage(StageDefinition):
         return {"dimensions": dimensions_block(), "history": history_block(state["history"])}
 
     def answer_contract(self, state: MopeState) -> AnswerContract:
-        """Ask for the profile with evidence ids restricted to this history."""
+        """Ask for the profile with evidence ids restricted to this history (validation rejects any other)."""
         return profile_contract([item.item_id for item in state["history"]])
-
-    def check(self, state: MopeState, answer: BaseModel, raw_text: str) -> str | None:
-        """Reject evidence that cites an item id outside the history."""
-        known = {item.item_id for item in state["history"]}
-        profile = profile_from_answer(answer)
-        for dim in Dimension:
-            unknown = [i for i in profile.dimension(dim).evidence if i not in known]
-            if unknown:
-                return f"{dim.value}.evidence cites {unknown[0]!r}, which is not an item_id of the history"
-        return None
 
     def accept(self, state: MopeState, answer: BaseModel, ctx: M3RecContext) -> dict[str, Any]:
         """Store the validated profile."""
