@@ -1,4 +1,4 @@
-"""The `m3rec` command line: recommend, demo, eval, serve, fetch-model, graph, cost, encode-items, prompts.
+"""The `m3rec` command line: recommend, demo, eval, serve, fetch-model, graph, models, cost, encode-items, prompts.
 
 Bad input ends with a one-line message and exit code 2; provider or server
 trouble with exit code 1. Neither prints a traceback.
@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -41,6 +42,7 @@ from m3rec_graph.errors import ConfigurationError, InvalidRequestError, M3RecErr
 from m3rec_graph.eval_cli import add_eval_parser, resolve_dataset
 from m3rec_graph.evaluation import EvalSettings
 from m3rec_graph.graph import M3RecGraph, build_graph
+from m3rec_graph.llm.catalogue import format_models, list_models
 from m3rec_graph.local.model import ensure_model
 from m3rec_graph.local.server import ServerSettings, start_server
 from m3rec_graph.prompt_hub import (
@@ -51,7 +53,7 @@ from m3rec_graph.prompt_hub import (
     push_prompts,
 )
 from m3rec_graph.request import parse_request
-from m3rec_graph.routing import PRESETS, context_for, parse_overrides
+from m3rec_graph.routing import PRESETS, context_for, parse_efforts, parse_overrides
 from m3rec_graph.runner import recommend_many
 
 EXIT_BAD_INPUT = 2
@@ -78,7 +80,13 @@ def _context(args: argparse.Namespace) -> M3RecContext:
     hub = _hub_prompts(args.prompt or [], args.mar_mode)
     if hub:
         settings["prompt_overrides"] = hub
-    return context_for(args.routing, parse_overrides(args.model or []), **settings)
+    return context_for(
+        args.routing,
+        parse_overrides(args.model or []),
+        efforts=parse_efforts(args.effort or []),
+        allow_retired=args.allow_retired,
+        **settings,
+    )
 
 
 def _hub_prompts(pairs: list[str], mar_mode: str) -> dict[str, str]:
@@ -164,6 +172,12 @@ def cmd_graph(args: argparse.Namespace) -> None:
     print(build_graph(trait_cache=InMemoryTraitCache()).get_graph(xray=args.xray).draw_mermaid())
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    """List the routed models (or every registry model) with status, prices and capabilities."""
+    rows = list_models(every=args.all, check_provider=not args.offline)
+    print(format_models(rows))
+
+
 def cmd_cost(args: argparse.Namespace) -> None:
     """Estimate (--dry-run) or measure tokens, USD and accuracy per routing preset."""
     if not args.dry_run:
@@ -242,7 +256,8 @@ def cmd_encode_items(args: argparse.Namespace) -> None:
                 EXIT_BAD_INPUT,
             )
         manifest = BatchManifest.read(manifest_path(Path(args.requests)))
-        ctx = context_for("gpt-4o", {"mote": manifest.model})
+        # Ingesting makes no call: a batch encoded by a model retired since is still readable.
+        ctx = context_for("hybrid", {"mote": manifest.model}, allow_retired=True)
         report = ingest_mote_results(Path(args.ingest), manifest, _trait_cache(args), ctx)
         print(format_ingest_report(report))
         return
@@ -269,7 +284,12 @@ def cmd_encode_items(args: argparse.Namespace) -> None:
     else:
         items = list(dataset.items.values())
         scope = f"every item of {dataset.name}"
-    ctx = context_for(args.routing or "hybrid", parse_overrides(args.model or []))
+    ctx = context_for(
+        args.routing or "hybrid",
+        parse_overrides(args.model or []),
+        efforts=parse_efforts(args.effort or []),
+        allow_retired=args.allow_retired,
+    )
     spec = ctx.model_for("mote")
     cache: TraitCache = InMemoryTraitCache() if args.no_cache else _trait_cache(args)
     plan = plan_mote_batch(items, spec, cache)
@@ -352,8 +372,9 @@ def _routing_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         action="append",
         metavar="STAGE=NAME",
-        help="per-stage override, e.g. mar=gpt-4o-mini",
+        help="per-stage override, e.g. mar=gpt-6-sol",
     )
+    _effort_options(parser)
     parser.add_argument("--mar-mode", choices=["listwise", "pointwise"], default="listwise")
     parser.add_argument(
         "--prompt",
@@ -366,6 +387,21 @@ def _routing_options(parser: argparse.ArgumentParser) -> None:
         "--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
     )
     parser.add_argument("--no-cache", action="store_true", help="keep traits in memory only")
+
+
+def _effort_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--effort",
+        action="append",
+        metavar="STAGE=EFFORT",
+        help="per-stage reasoning effort, e.g. mar=medium (default: mope=none, mote=none, mar=low,"
+        " moved to the nearest effort each model accepts)",
+    )
+    parser.add_argument(
+        "--allow-retired",
+        action="store_true",
+        help="let a model past its shutdown date run, against an endpoint that still serves it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--xray", type=int, default=0)
     draw.set_defaults(func=cmd_graph)
 
+    models = sub.add_parser(
+        "models", help="routed models: lifecycle status, prices and capabilities (model registry)"
+    )
+    models.add_argument("--all", action="store_true", help="every model in the registry")
+    models.add_argument(
+        "--offline", action="store_true", help="do not read GET /v1/models even when a key is set"
+    )
+    models.set_defaults(func=cmd_models)
+
     cost = sub.add_parser(
         "cost",
         help="estimate tokens and USD per stage of routing presets (--dry-run: offline, no key)",
@@ -411,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--users", type=int, required=True, help="users to sample (all if fewer)")
     cost.add_argument(
         "--presets",
-        default="hybrid,gpt-4o,gpt-3.5",
+        default="hybrid,gpt-6.1-sol,paper,gpt-4o",
         help=f"comma-separated, from {', '.join(PRESETS)}",
     )
     cost.add_argument("--negatives", type=int, default=99, help="negatives per user (19 or 99)")
@@ -477,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(PRESETS),
         help="preset whose MOTE model encodes (default: hybrid)",
     )
-    enc.add_argument("--model", action="append", metavar="STAGE=NAME", help="e.g. mote=gpt-4o-mini")
+    enc.add_argument("--model", action="append", metavar="STAGE=NAME", help="e.g. mote=gpt-6-luna")
+    _effort_options(enc)
     enc.add_argument(
         "--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
     )
@@ -499,10 +545,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Print a warning (a model shutting down soon, an unknown model) as one line."""
+    print(f"m3rec: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `m3rec` command."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         args.func(args)
     except (InvalidRequestError, ConfigurationError) as exc:

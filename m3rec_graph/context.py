@@ -25,14 +25,21 @@ class ModelSpec:
     """
 
     name: str
-    temperature: float = 0.0
+    temperature: float | None = 0.0
+    """`None`: not sent (reasoning models refuse it above effort `none`; see the model registry)."""
     max_tokens: int = 1024
+    """The answer budget, sent as `max_completion_tokens`; for a reasoning model it includes
+    the reasoning allowance of its effort (reasoning and answer share it)."""
+    reasoning_effort: str | None = None
+    """Sent as Chat Completions' `reasoning_effort`; `None` for models without reasoning."""
     base_url: str | None = None
-    api_key: str | None = None
-    """`None` reads `OPENAI_API_KEY`; a local server takes any placeholder."""
+    api_key: str | None = field(default=None, repr=False)
+    """`None` reads `OPENAI_API_KEY`; a local server takes any placeholder. Kept out of the repr."""
     timeout_s: float = 120.0
     max_retries: int = 2
-    """Transport retries inside the OpenAI client (429/5xx/connection; honours Retry-After)."""
+    """Retries of one call inside the OpenAI client: 408/409/429/5xx, timeouts and dropped
+    connections, with exponential backoff that honours `Retry-After`. The client is the one
+    owner of retries; the graph adds none (a call makes at most `max_retries + 1` attempts)."""
     structured_method: StructuredMethod = "json_schema"
     """The strongest constraint the endpoint supports; OpenAI and llama.cpp accept `json_schema`."""
     tokenizer_model: str | None = None

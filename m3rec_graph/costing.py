@@ -29,6 +29,11 @@ What is exact and what is estimated:
   hash, model, prompt version) across all sampled users, starting from an empty
   cache unless a filled one is given; items without text get neutral traits
   and no call, as in the graph.
+* **Reasoning tokens (an assumption).** A reasoning model bills its reasoning
+  as output tokens. They cannot be measured offline, so each call at effort `e`
+  adds `assumed_reasoning_tokens[e]` from the model registry (0 at `none` and for
+  models without reasoning), shown in their own column; override them with
+  `reasoning_overrides` (`--reasoning-tokens low=300`).
 * **Not modelled:** re-asks after invalid answers (assumed none), provider-side
   prompt caching discounts, and retries.
 """
@@ -50,6 +55,7 @@ from m3rec_graph.datasets import build_requests, load_dataset
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.fallbacks import fallback_profile
 from m3rec_graph.graph import shown_order
+from m3rec_graph.llm.registry import EFFORTS, registry
 from m3rec_graph.openai_requests import (
     SCHEMA_PARAMS,
     params_text,
@@ -245,7 +251,7 @@ class CostSettings:
 
     dataset: Path
     users: int
-    presets: tuple[str, ...] = ("hybrid", "gpt-4o", "gpt-3.5")
+    presets: tuple[str, ...] = ("hybrid", "gpt-6.1-sol", "paper", "gpt-4o")
     negatives: int = 99
     mar_modes: tuple[MarMode, ...] = ("listwise",)
     seed: int = 0
@@ -259,6 +265,8 @@ class CostSettings:
     assumptions: OutputAssumptions = field(default_factory=OutputAssumptions)
     output_overrides: Mapping[Stage, float] = field(default_factory=dict)
     """Measured output tokens per call (MOPE, MOTE) or per scored candidate (MAR)."""
+    reasoning_overrides: Mapping[str, int] = field(default_factory=dict)
+    """Reasoning tokens per call at an effort, instead of the registry's assumption."""
 
     def validate(self) -> None:
         """Raise `ConfigurationError` for settings that cannot be estimated."""
@@ -283,6 +291,17 @@ class CostSettings:
         for stage, value in self.output_overrides.items():
             if stage not in STAGES or value < 0:
                 raise ConfigurationError(f"bad output-token override {stage}={value}")
+        for effort, tokens in self.reasoning_overrides.items():
+            if effort not in EFFORTS or tokens < 0:
+                raise ConfigurationError(f"bad reasoning-token override {effort}={tokens}")
+
+    def reasoning_tokens(self, effort: str | None) -> int:
+        """Reasoning tokens one call at `effort` is assumed to spend (0 without reasoning)."""
+        if effort is None:
+            return 0
+        if effort in self.reasoning_overrides:
+            return self.reasoning_overrides[effort]
+        return registry().assumed_reasoning(effort)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -297,10 +316,14 @@ class StageEstimate:
     schema_tokens: int
     """The schema-carrying parameters (`response_format` or `tools`), upper-bound estimate."""
     output_tokens: int
+    """Billed output: the answers plus the assumed reasoning tokens."""
     input_tokens: int
     """Billed input: prompt, plus schema when the settings include it."""
     cost_usd: float | None
     """`None` when the model is not in the price table."""
+    reasoning_effort: str | None = None
+    reasoning_tokens: int = 0
+    """The assumed reasoning part of `output_tokens`."""
 
     @property
     def total_tokens(self) -> int:
@@ -379,22 +402,32 @@ class PresetEstimate:
         return None if value is None else value / self.users
 
 
+COMPARISONS: tuple[tuple[str, str], ...] = (("hybrid", "gpt-6.1-sol"), ("paper", "gpt-4o"))
+"""(routed, all-strong) preset pairs the report compares: each hybrid routing against
+the routing that sends every stage to its own MAR model (the paper's ~87% is
+`paper` against all-GPT-4o)."""
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """`hybrid` against `gpt-4o` in one MAR mode, and where the tokens go."""
+    """A hybrid routing against its all-strong routing in one MAR mode, and where the tokens go."""
 
     mar_mode: MarMode
+    hybrid: str
+    strong: str
     hybrid_usd: float
-    gpt4o_usd: float
+    strong_usd: float
     token_share: dict[Stage, float]
-    """Share of each stage in gpt-4o's tokens."""
+    """Share of each stage in the all-strong routing's tokens."""
     cost_share: dict[Stage, float]
-    """Share of each stage in gpt-4o's cost."""
+    """Share of each stage in the all-strong routing's cost."""
+    hybrid_models: dict[Stage, str]
+    strong_model: str
 
     @property
     def reduction(self) -> float:
-        """Relative cost reduction of hybrid against gpt-4o."""
-        return 1.0 - self.hybrid_usd / self.gpt4o_usd if self.gpt4o_usd else 0.0
+        """Relative cost reduction of the hybrid routing against the all-strong one."""
+        return 1.0 - self.hybrid_usd / self.strong_usd if self.strong_usd else 0.0
 
     @property
     def dominant_stage(self) -> Stage:
@@ -418,19 +451,28 @@ class CostReport:
         """Return the estimate of `preset` in `mode`, if it was made."""
         return next((e for e in self.estimates if e.preset == preset and e.mar_mode == mode), None)
 
-    def comparison(self, mode: MarMode) -> Comparison | None:
-        """Compare hybrid with gpt-4o in `mode` (None unless both were estimated and priced)."""
-        hybrid, gpt4o = self.estimate("hybrid", mode), self.estimate("gpt-4o", mode)
-        if hybrid is None or gpt4o is None or hybrid.cost_usd is None or not gpt4o.cost_usd:
+    def comparison(self, mode: MarMode, pair: tuple[str, str] = COMPARISONS[0]) -> Comparison | None:
+        """Compare `pair`'s hybrid routing with its all-strong one in `mode` (None unless both were priced)."""
+        hybrid, strong = self.estimate(pair[0], mode), self.estimate(pair[1], mode)
+        if hybrid is None or strong is None or hybrid.cost_usd is None or not strong.cost_usd:
             return None
-        tokens = gpt4o.total_tokens or 1
+        tokens = strong.total_tokens or 1
         return Comparison(
             mar_mode=mode,
+            hybrid=pair[0],
+            strong=pair[1],
             hybrid_usd=hybrid.cost_usd,
-            gpt4o_usd=gpt4o.cost_usd,
-            token_share={s: e.total_tokens / tokens for s, e in gpt4o.stages.items()},
-            cost_share={s: (e.cost_usd or 0.0) / gpt4o.cost_usd for s, e in gpt4o.stages.items()},
+            strong_usd=strong.cost_usd,
+            token_share={s: e.total_tokens / tokens for s, e in strong.stages.items()},
+            cost_share={s: (e.cost_usd or 0.0) / strong.cost_usd for s, e in strong.stages.items()},
+            hybrid_models={s: e.model for s, e in hybrid.stages.items()},
+            strong_model=strong.stages["mar"].model,
         )
+
+    def comparisons(self) -> list[Comparison]:
+        """Every comparison of `COMPARISONS` the report's presets allow, per MAR mode."""
+        found = [self.comparison(m, pair) for m in self.settings.mar_modes for pair in COMPARISONS]
+        return [c for c in found if c is not None]
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-able data."""
@@ -461,11 +503,9 @@ class CostReport:
                     "mote_without_cache": asdict(e.mote_without_cache),
                 }
             )
-        comparisons = [self.comparison(m) for m in self.settings.mar_modes]
         out["comparisons"] = [
             {**asdict(c), "reduction": c.reduction, "dominant_stage": c.dominant_stage}
-            for c in comparisons
-            if c is not None
+            for c in self.comparisons()
         ]
         return out
 
@@ -649,18 +689,22 @@ class _Estimator:
 
 
 def _stage_estimate(
-    stage: Stage, spec: ModelSpec, tally: _Tally, prices: PriceTable, include_schema: bool
+    stage: Stage, spec: ModelSpec, tally: _Tally, prices: PriceTable, settings: CostSettings
 ) -> StageEstimate:
-    input_tokens = tally.prompt + (tally.schema if include_schema else 0)
+    input_tokens = tally.prompt + (tally.schema if settings.include_schema else 0)
+    reasoning = tally.calls * settings.reasoning_tokens(spec.reasoning_effort)
+    output_tokens = tally.output + reasoning  # reasoning is billed as output
     return StageEstimate(
         stage=stage,
         model=spec.name,
         calls=tally.calls,
         prompt_tokens=tally.prompt,
         schema_tokens=tally.schema,
-        output_tokens=tally.output,
+        output_tokens=output_tokens,
         input_tokens=input_tokens,
-        cost_usd=prices.cost(spec.name, input_tokens, tally.output),
+        cost_usd=prices.cost(spec.name, input_tokens, output_tokens),
+        reasoning_effort=spec.reasoning_effort,
+        reasoning_tokens=reasoning,
     )
 
 
@@ -683,7 +727,10 @@ def estimate_requests(
     table = prices or price_table()
     estimator = _Estimator(settings, cache if cache is not None else InMemoryTraitCache())
     contexts = {
-        (preset, mode): context_for(preset, mar_mode=mode, seed=settings.seed, mar_chunk_size=settings.chunk_size)
+        # A dry run sends nothing, so a retired lineup (the paper's) can still be priced.
+        (preset, mode): context_for(
+            preset, mar_mode=mode, seed=settings.seed, mar_chunk_size=settings.chunk_size, allow_retired=True
+        )
         for preset in settings.presets
         for mode in settings.mar_modes
     }
@@ -711,7 +758,7 @@ def estimate_requests(
             "mar": mar[mode][chosen["mar"].name],
         }
         stages: dict[Stage, StageEstimate] = {
-            stage: _stage_estimate(stage, chosen[stage], tallies[stage], table, settings.include_schema)
+            stage: _stage_estimate(stage, chosen[stage], tallies[stage], table, settings)
             for stage in STAGES
         }
         estimates.append(
@@ -723,7 +770,7 @@ def estimate_requests(
                 stages=stages,
                 cache=cache_stats[chosen["mote"].name],
                 mote_without_cache=_stage_estimate(
-                    "mote", chosen["mote"], mote_uncached[chosen["mote"].name], table, settings.include_schema
+                    "mote", chosen["mote"], mote_uncached[chosen["mote"].name], table, settings
                 ),
                 batch_discount=table.batch_discount,
             )
@@ -784,22 +831,23 @@ def format_estimate(e: PresetEstimate) -> str:
     lines = [
         f"### `{e.preset}`, MAR {e.mar_mode} ({models})",
         "",
-        "| stage | model | calls | input tokens | of which schema | output tokens | USD | USD per user | USD per 1,000 users |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| stage | model (effort) | calls | input tokens | of which schema | output tokens | of which reasoning | USD | USD per user | USD per 1,000 users |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for stage in STAGES:
         s = e.stages[stage]
         per_user = e.per_user(s.cost_usd)
         lines.append(
-            f"| {stage} | {s.model} | {_tok(s.calls)} | {_tok(s.input_tokens)} | {_tok(s.schema_tokens)} "
-            f"| {_tok(s.output_tokens)} | {_usd(s.cost_usd)} | {_usd(per_user)} "
+            f"| {stage} | {s.model} ({s.reasoning_effort or 'no reasoning'}) | {_tok(s.calls)} | {_tok(s.input_tokens)}"
+            f" | {_tok(s.schema_tokens)} | {_tok(s.output_tokens)} | {_tok(s.reasoning_tokens)} | {_usd(s.cost_usd)} | {_usd(per_user)} "
             f"| {_usd(None if per_user is None else per_user * 1000)} |"
         )
     total_calls = sum(s.calls for s in e.stages.values())
     schema = sum(s.schema_tokens for s in e.stages.values())
+    reasoning = sum(s.reasoning_tokens for s in e.stages.values())
     per_user = e.per_user(e.cost_usd)
     lines.append(
-        f"| **total** | | {_tok(total_calls)} | {_tok(e.input_tokens)} | {_tok(schema)} | {_tok(e.output_tokens)} "
+        f"| **total** | | {_tok(total_calls)} | {_tok(e.input_tokens)} | {_tok(schema)} | {_tok(e.output_tokens)} | {_tok(reasoning)} "
         f"| {_usd(e.cost_usd)} | {_usd(per_user)} | {_usd(None if per_user is None else per_user * 1000)} |"
     )
     c = e.cache
@@ -818,16 +866,17 @@ def format_estimate(e: PresetEstimate) -> str:
 
 
 def format_comparison(c: Comparison) -> str:
-    """Explain hybrid against gpt-4o: the reduction and where the tokens go."""
+    """Explain a hybrid routing against its all-strong one: the reduction and where the tokens go."""
     order = sorted(STAGES, key=lambda s: -c.token_share[s])
     shares = ", ".join(f"{s.upper()} {c.token_share[s]:.0%}" for s in order)
     encoders = c.cost_share["mope"] + c.cost_share["mote"]
+    cheap = ", ".join(sorted({c.hybrid_models["mope"], c.hybrid_models["mote"]}))
     return (
-        f"**hybrid vs gpt-4o, MAR {c.mar_mode}: {c.reduction:.1%} cheaper** "
-        f"({_usd(c.hybrid_usd)} vs {_usd(c.gpt4o_usd)}). "
-        f"Tokens under gpt-4o: {shares}; {c.dominant_stage.upper()} dominates. "
-        f"hybrid moves only MOPE and MOTE ({encoders:.0%} of gpt-4o's cost) to gpt-3.5-turbo "
-        f"and keeps MAR ({c.cost_share['mar']:.0%} of the cost) on gpt-4o, so the saving cannot exceed {encoders:.0%}."
+        f"**{c.hybrid} vs {c.strong}, MAR {c.mar_mode}: {c.reduction:.1%} cheaper** "
+        f"({_usd(c.hybrid_usd)} vs {_usd(c.strong_usd)}). "
+        f"Tokens under {c.strong}: {shares}; {c.dominant_stage.upper()} dominates. "
+        f"{c.hybrid} moves only MOPE and MOTE ({encoders:.0%} of {c.strong}'s cost) to {cheap} "
+        f"and keeps MAR ({c.cost_share['mar']:.0%} of the cost) on {c.strong_model}, so the saving cannot exceed {encoders:.0%}."
     )
 
 
@@ -848,15 +897,23 @@ def format_report(report: CostReport) -> str:
             if s.output_overrides
             else " output tokens from the typical-answer size model"
         )
-        + ". No re-asks assumed.",
+        + "; reasoning tokens assumed per call: "
+        + ", ".join(f"{e}={s.reasoning_tokens(e)}" for e in sorted(_efforts_used(report), key=EFFORTS.index))
+        + " (an assumption: not measurable offline). No re-asks assumed.",
         "",
     ]
     body = [format_estimate(e) + "\n" for e in report.estimates]
-    comparisons = [report.comparison(m) for m in s.mar_modes]
-    tail = [format_comparison(c) for c in comparisons if c is not None]
+    tail = [format_comparison(c) + "\n" for c in report.comparisons()]
     if not tail:
-        tail = ["(Give both `hybrid` and `gpt-4o` in --presets to compare them.)"]
+        pairs = " or ".join(f"`{a}` and `{b}`" for a, b in COMPARISONS)
+        tail = [f"(Give {pairs} in --presets to compare them.)"]
     return "\n".join(head + body + tail)
+
+
+def _efforts_used(report: CostReport) -> set[str]:
+    return {
+        s.reasoning_effort for e in report.estimates for s in e.stages.values() if s.reasoning_effort is not None
+    }
 
 
 def parse_output_overrides(text: str | None) -> dict[Stage, float]:

@@ -23,3 +23,11 @@ class ProviderAuthError(M3RecError, RuntimeError):
 
 class DatasetError(M3RecError, ValueError):
     """A dataset directory is missing a file or has a malformed row (the message names both)."""
+
+
+class ProviderRequestError(ConfigurationError):
+    """The model provider refused a request as invalid (400, or 404 for the model).
+
+    Every call would be refused alike (a parameter the model rejects, a model that
+    is gone), so it is a configuration error (CLI exit code 2), never a degradation.
+    """

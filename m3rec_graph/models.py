@@ -64,11 +64,22 @@ def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
 def _new_chat_model(spec: ModelSpec, **extra: Any) -> BaseChatModel:
     kwargs: dict[str, Any] = {
         "model": spec.name,
-        "temperature": spec.temperature,
-        "max_tokens": spec.max_tokens,
+        # Every stage call goes to Chat Completions. langchain-openai (1.8) otherwise
+        # switches to the Responses API by itself: for gpt-6* whenever tools are sent,
+        # always for gpt-5.6-sol, and whenever `reasoning={...}` is passed
+        # (`BaseChatOpenAI._use_responses_api`). So this is explicit, and the effort
+        # travels as Chat Completions' `reasoning_effort`, never as `reasoning=`.
+        "use_responses_api": False,
+        "max_tokens": spec.max_tokens,  # sent as max_completion_tokens
         "timeout": spec.timeout_s,
         "max_retries": spec.max_retries,
     }
+    # `None` means "do not send": reasoning models refuse temperature above effort
+    # `none`, and langchain-openai strips it only for gpt-5* names (validate_temperature).
+    if spec.temperature is not None:
+        kwargs["temperature"] = spec.temperature
+    if spec.reasoning_effort is not None:
+        kwargs["reasoning_effort"] = spec.reasoning_effort
     if spec.base_url:
         kwargs["base_url"] = spec.base_url
     if spec.api_key:
@@ -129,12 +140,15 @@ def _cut_off_message(exc: openai.LengthFinishReasonError) -> AIMessage | None:
     if usage is None:  # a streamed completion: the provider sent no usage
         return None
     text = completion.choices[0].message.content if completion.choices else None
+    details = usage.completion_tokens_details
+    reasoning = (details.reasoning_tokens or 0) if details is not None else 0
     return AIMessage(
         content=text or "",
         usage_metadata={
             "input_tokens": usage.prompt_tokens,
-            "output_tokens": usage.completion_tokens,
+            "output_tokens": usage.completion_tokens,  # reasoning included: billed as output
             "total_tokens": usage.total_tokens,
+            "output_token_details": {"reasoning": reasoning},
         },
     )
 

@@ -1,15 +1,14 @@
 """Cost accounting: per-call token usage, the price table, and the per-stage report."""
 
 import functools
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from langchain_core.messages import AIMessage, BaseMessage
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import TypedDict
 
 from m3rec_graph.context import Stage
+from m3rec_graph.llm.registry import Registry, registry
 from m3rec_graph.tokens import count_messages, count_text
 
 
@@ -20,6 +19,9 @@ class CallUsage(TypedDict):
     model: str
     input_tokens: int
     output_tokens: int
+    """Everything billed as output, reasoning tokens included (as the provider reports it)."""
+    reasoning_tokens: int
+    """The part of `output_tokens` the model spent reasoning (0 without reasoning)."""
     estimated: bool
     """True when the provider reported no usage and tiktoken counted instead."""
     accepted: bool
@@ -38,11 +40,13 @@ def call_usage(
     """Return a call's usage: the provider's numbers, else a tiktoken count of prompt and answer."""
     meta = raw.usage_metadata if raw is not None else None
     if meta and meta.get("input_tokens"):
+        details = meta.get("output_token_details") or {}
         return CallUsage(
             stage=stage,
             model=model,
             input_tokens=int(meta["input_tokens"]),
             output_tokens=int(meta.get("output_tokens", 0)),
+            reasoning_tokens=int(details.get("reasoning", 0) or 0),
             estimated=False,
             accepted=accepted,
         )
@@ -53,6 +57,7 @@ def call_usage(
         model=model,
         input_tokens=count_messages(messages, tok),
         output_tokens=count_text(answer, tok) if answer else 0,
+        reasoning_tokens=0,  # not visible without the provider's count
         estimated=True,
         accepted=accepted,
     )
@@ -86,11 +91,32 @@ class PriceTable(BaseModel):
         return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
 
 
+def price_table(source: Registry | None = None) -> PriceTable:
+    """Return the prices of the model registry (`m3rec_graph/llm/models.json`) as a table.
+
+    A model without a price (an unknown name) is missing from the table, so its
+    cost is `None`, never 0.
+    """
+    return _prices(source) if source is not None else _shipped_prices()
+
+
 @functools.cache
-def price_table(path: Path | None = None) -> PriceTable:
-    """Load the shipped price table (or another file in the same format)."""
-    source = path or Path(__file__).parent / "data" / "prices.json"
-    return PriceTable.model_validate(json.loads(source.read_text()))
+def _shipped_prices() -> PriceTable:
+    return _prices(registry())
+
+
+def _prices(reg: Registry) -> PriceTable:
+    return PriceTable(
+        currency=reg.currency,
+        taken=reg.taken,
+        source="m3rec_graph/llm/models.json (each model's price names its own source and date)",
+        batch_discount=reg.batch_discount,
+        models={
+            name: Price(input=info.price.input, output=info.price.output)
+            for name, info in reg.models.items()
+            if info.price is not None
+        },
+    )
 
 
 class StageCost(BaseModel):
@@ -102,6 +128,9 @@ class StageCost(BaseModel):
     calls: int
     input_tokens: int
     output_tokens: int
+    """Billed output, reasoning included."""
+    reasoning_tokens: int = 0
+    """The reasoning part of `output_tokens`."""
     wasted_tokens: int
     """Tokens of answers that failed validation and were re-asked."""
     estimated_calls: int
@@ -126,6 +155,7 @@ def _summarise(calls: Sequence[CallUsage], table: PriceTable) -> StageCost:
         calls=len(calls),
         input_tokens=sum(c["input_tokens"] for c in calls),
         output_tokens=sum(c["output_tokens"] for c in calls),
+        reasoning_tokens=sum(c.get("reasoning_tokens", 0) for c in calls),
         wasted_tokens=sum(c["input_tokens"] + c["output_tokens"] for c in calls if not c["accepted"]),
         estimated_calls=sum(c["estimated"] for c in calls),
         cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c is not None),

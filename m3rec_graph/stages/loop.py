@@ -11,9 +11,10 @@ validation error when re-asking), calls the routed model, parses and
 domain-checks the answer. A rejected answer re-sends the task to the same node
 with the error appended to its `feedback`; once `max_schema_retries` re-asks are
 spent, the task goes to `<stage>_fallback`. Transient provider errors are retried
-by the node's `RetryPolicy`; once those are spent, the error handler sends the
-task to the fallback. Authentication and model-not-found errors are
-configuration problems and raise `ProviderAuthError`.
+by the OpenAI client (the one owner of retries, honouring `Retry-After`); once
+those are spent, the node's error handler sends the task to the fallback. Authentication errors raise `ProviderAuthError`; a request
+the provider refuses as invalid (400, 404 model_not_found) raises
+`ProviderRequestError`: both are configuration problems no retry can fix.
 
 Each task carries its own re-ask state (`feedback`) in its `Send` payload, so the
 tasks of one fan-out run as plain nodes of the parent graph: no nested graph run
@@ -42,15 +43,15 @@ from langchain_core.exceptions import (
     ModelTimeoutError,
 )
 from langchain_core.runnables import RunnableConfig
-from langgraph.errors import NodeError, NodeTimeoutError
+from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, RetryPolicy, Send
+from langgraph.types import Command, Send
 from pydantic import BaseModel
 
 from m3rec_graph.context import M3RecContext, Stage
-from m3rec_graph.errors import LocalServerError, ProviderAuthError
+from m3rec_graph.errors import LocalServerError, ProviderAuthError, ProviderRequestError
 from m3rec_graph.local.server import local_base_url
 from m3rec_graph.models import ChatModelFactory, ainvoke_structured
 from m3rec_graph.prompts import PromptName, StagePrompt, load_prompt
@@ -58,31 +59,30 @@ from m3rec_graph.routing import get_context
 from m3rec_graph.schemas import AnswerContract
 from m3rec_graph.usage import call_usage
 
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+DEGRADABLE_ERRORS: tuple[type[BaseException], ...] = (
     ModelRateLimitError,
     ModelTimeoutError,
     ModelConnectionError,
     ModelAPIError,
-    NodeTimeoutError,
-)
-"""Errors a node retry can fix. Schema failures are re-asked by the loop's edge instead."""
-
-PROVIDER_RETRY = RetryPolicy(
-    max_attempts=3, initial_interval=1.0, backoff_factor=2.0, max_interval=20.0, retry_on=TRANSIENT_ERRORS
-)
-
-DEGRADABLE_ERRORS: tuple[type[BaseException], ...] = (
-    *TRANSIENT_ERRORS,
-    ModelInvalidRequestError,
     ContextOverflowError,
 )
-"""Provider errors that, once retries are spent, degrade the task instead of failing the run."""
+"""Provider errors that degrade the task instead of failing the run: another call could succeed.
 
-FATAL_ERRORS: tuple[type[BaseException], ...] = (
-    ModelAuthenticationError,
-    ModelPermissionDeniedError,
-    ModelNotFoundError,
-)
+They reach the graph after the OpenAI client's own retries (`ModelSpec.max_retries`,
+with backoff that honours `Retry-After`), which are the only retries: the stage
+nodes have no `RetryPolicy`, so a call makes at most `max_retries + 1` HTTP
+attempts. A hung provider ends in the client's timeout (`ModelSpec.timeout_s`),
+a `ModelTimeoutError`, and so degrades too. A context overflow is this task's
+input being too long, not a broken configuration."""
+
+INVALID_REQUEST_ERRORS: tuple[type[BaseException], ...] = (ModelInvalidRequestError, ModelNotFoundError)
+"""The provider refused the request itself (400 invalid_request_error, 404 model_not_found).
+
+Every call of the run would be refused alike (a parameter the model rejects, a
+retired model), so this is a configuration error: `ProviderRequestError` with the
+provider's message, exit code 2 in the CLI, an error message in the tool."""
+
+AUTH_ERRORS: tuple[type[BaseException], ...] = (ModelAuthenticationError, ModelPermissionDeniedError)
 
 
 class StageDefinition(ABC):
@@ -197,9 +197,14 @@ async def on_provider_error(
 ) -> Command[Any]:
     """After retries: degrade on provider trouble; raise a clear error on bad configuration."""
     exc = error.error
-    if isinstance(exc, FATAL_ERRORS):
-        raise ProviderAuthError(f"{definition.stage}: the model provider rejected the request: {exc}") from exc
     spec = get_context(runtime).model_for(definition.stage)
+    if isinstance(exc, AUTH_ERRORS):
+        raise ProviderAuthError(f"{definition.stage}: the model provider rejected the credentials: {exc}") from exc
+    if isinstance(exc, INVALID_REQUEST_ERRORS):
+        raise ProviderRequestError(
+            f"{definition.stage}: the model provider refused the request for {spec.name} "
+            f"(reasoning_effort={spec.reasoning_effort}, temperature={spec.temperature}): {exc}"
+        ) from exc
     if isinstance(exc, ModelConnectionError) and spec.base_url == local_base_url():
         raise LocalServerError(
             f"the local model server at {spec.base_url} is not reachable: start it with `m3rec serve`"
@@ -228,7 +233,6 @@ def add_stage(
     builder.add_node(
         stage,
         partial(ask, definition=definition, chat_models=chat_models, then=then),
-        retry_policy=PROVIDER_RETRY,
         error_handler=partial(on_provider_error, definition=definition),
         destinations=(stage, fallback, then),  # Command targets: partial() hides the annotation
     )

@@ -19,6 +19,10 @@ from m3rec_graph.usage import call_usage, price_table, usage_report
 def test_presets_route_like_the_paper() -> None:
     hybrid = context_for("hybrid")
     assert (hybrid.mope_model.name, hybrid.mote_model.name, hybrid.mar_model.name) == (
+        "gpt-6-luna", "gpt-6-luna", "gpt-6.1-sol",
+    )
+    paper = context_for("paper", allow_retired=True)
+    assert (paper.mope_model.name, paper.mote_model.name, paper.mar_model.name) == (
         "gpt-3.5-turbo", "gpt-3.5-turbo", "gpt-4o",
     )
     local = context_for("local")

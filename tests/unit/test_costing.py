@@ -1,6 +1,7 @@
 """Dry-run cost estimates: the prompts counted are the graph's, counts are exact, prices applied."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ from m3rec_graph.costing import (
 )
 from m3rec_graph.datasets import build_requests, load_dataset
 from m3rec_graph.errors import ConfigurationError
+from m3rec_graph.llm.registry import registry
 from m3rec_graph.openai_requests import params_text, schema_transport, structured_params
 from m3rec_graph.prompts import load_prompt
 from m3rec_graph.request import RecommendationRequest, parse_request
@@ -202,36 +204,65 @@ async def test_dry_run_counts_exactly_the_prompts_the_graph_sends(
 # --------------------------------------------------------------------------- estimates and report
 
 
-def test_report_prices_presets_and_explains_hybrid_vs_gpt4o() -> None:
+def test_report_prices_presets_and_explains_hybrid_vs_the_all_strong_routing() -> None:
     report = estimate_costs(
         CostSettings(
-            dataset=BEAUTY, users=6, negatives=19, presets=("hybrid", "gpt-4o", "gpt-3.5", "local"),
+            dataset=BEAUTY, users=6, negatives=19, presets=("hybrid", "gpt-6.1-sol", "paper", "gpt-4o", "local"),
             mar_modes=("listwise", "pointwise"),
         )
     )
     assert report.users == 6 and report.candidates_per_user == 20
-    hybrid, gpt4o = report.estimate("hybrid", "listwise"), report.estimate("gpt-4o", "listwise")
+    hybrid, strong = report.estimate("hybrid", "listwise"), report.estimate("gpt-6.1-sol", "listwise")
+    paper, gpt4o = report.estimate("paper", "listwise"), report.estimate("gpt-4o", "listwise")
     local = report.estimate("local", "pointwise")
-    assert hybrid is not None and gpt4o is not None and local is not None
-    assert hybrid.stages["mope"].model == "gpt-3.5-turbo" and hybrid.stages["mar"].model == "gpt-4o"
-    assert hybrid.stages["mar"].cost_usd == gpt4o.stages["mar"].cost_usd  # same model, same calls
-    assert hybrid.cost_usd is not None and gpt4o.cost_usd is not None
-    assert 0 < hybrid.cost_usd < gpt4o.cost_usd
+    assert hybrid is not None and strong is not None and paper is not None and gpt4o is not None
+    assert local is not None
+    assert hybrid.stages["mope"].model == "gpt-6-luna" and hybrid.stages["mar"].model == "gpt-6.1-sol"
+    assert paper.stages["mope"].model == "gpt-3.5-turbo" and paper.stages["mar"].model == "gpt-4o"
+    assert hybrid.stages["mar"].cost_usd == strong.stages["mar"].cost_usd  # same model and effort, same calls
+    assert paper.stages["mar"].cost_usd == gpt4o.stages["mar"].cost_usd
+    for cheap, dear in ((hybrid, strong), (paper, gpt4o)):
+        assert cheap.cost_usd is not None and dear.cost_usd is not None
+        assert 0 < cheap.cost_usd < dear.cost_usd
     assert local.cost_usd == 0
-    mote = gpt4o.stages["mote"]
-    assert mote.cost_usd is not None and gpt4o.cost_usd_batch_mote == pytest.approx(gpt4o.cost_usd - mote.cost_usd / 2)
-    assert gpt4o.mote_without_cache.calls == gpt4o.cache.slots >= gpt4o.cache.encoded
+    mote = strong.stages["mote"]
+    total = strong.cost_usd
+    assert total is not None and mote.cost_usd is not None and strong.cost_usd_batch_mote == pytest.approx(total - mote.cost_usd / 2)
+    assert strong.mote_without_cache.calls == strong.cache.slots >= strong.cache.encoded
     pointwise = report.estimate("gpt-4o", "pointwise")
     assert pointwise is not None and pointwise.stages["mar"].calls == 6 * 20
     assert gpt4o.stages["mar"].calls == 6 * 2  # chunks of 10
-    comparison = report.comparison("listwise")
-    assert comparison is not None and 0 < comparison.reduction < 1
-    assert sum(comparison.token_share.values()) == pytest.approx(1)
+    comparisons = {(c.hybrid, c.strong, c.mar_mode): c for c in report.comparisons()}
+    assert set(comparisons) == {
+        (a, b, m) for a, b in (("hybrid", "gpt-6.1-sol"), ("paper", "gpt-4o")) for m in ("listwise", "pointwise")
+    }
+    for comparison in comparisons.values():
+        assert 0 < comparison.reduction < 1
+        assert sum(comparison.token_share.values()) == pytest.approx(1)
     text = format_report(report)
-    assert "hybrid vs gpt-4o, MAR listwise" in text and "cheaper" in text and "dominates" in text
+    assert "hybrid vs gpt-6.1-sol, MAR listwise" in text and "paper vs gpt-4o, MAR listwise" in text
+    assert "cheaper" in text and "dominates" in text and "to gpt-6-luna" in text
     assert "USD per 1,000 users" in text and "hit rate" in text and "Batch API" in text
     data = report.to_dict()
     assert json.loads(json.dumps(data))["estimates"][0]["preset"] == "hybrid"
+
+
+def test_reasoning_tokens_are_billed_as_output_in_the_dry_run(requests: list[RecommendationRequest]) -> None:
+    reg = registry()
+    settings_ = CostSettings(dataset=BEAUTY, users=4, presets=("hybrid", "paper"))
+    hybrid, paper = estimate_requests(requests, settings_)
+    mar = hybrid.stages["mar"]
+    assert mar.reasoning_effort == "low" and hybrid.stages["mote"].reasoning_effort == "none"
+    assert mar.reasoning_tokens == mar.calls * reg.assumed_reasoning("low") > 0
+    assert hybrid.stages["mote"].reasoning_tokens == 0 and paper.stages["mar"].reasoning_tokens == 0
+    price = reg.models["gpt-6.1-sol"].price
+    assert price is not None
+    assert mar.cost_usd == pytest.approx((mar.input_tokens * price.input + mar.output_tokens * price.output) / 1e6)
+    # the same calls with no reasoning assumed: the difference is exactly the reasoning tokens
+    (plain, _) = estimate_requests(requests, replace(settings_, reasoning_overrides={"low": 0}))
+    assert mar.output_tokens - plain.stages["mar"].output_tokens == mar.reasoning_tokens
+    with pytest.raises(ConfigurationError, match="reasoning-token"):
+        estimate_requests(requests, replace(settings_, reasoning_overrides={"huge": 5}))
 
 
 def test_schema_tokens_can_be_left_out_and_outputs_overridden(requests: list[RecommendationRequest]) -> None:
@@ -260,7 +291,7 @@ def test_a_filled_trait_cache_counts_as_encoded(requests: list[RecommendationReq
     cold_4o, cold_hybrid = estimate_requests(requests, settings_)
     warm_4o, warm_hybrid = estimate_requests(requests, settings_, cache=cache)
     assert warm_4o.cache.prefilled == 5 and warm_4o.cache.encoded == cold_4o.cache.encoded - 5
-    assert warm_hybrid.cache.prefilled == 0  # keys include the model: gpt-3.5-turbo traits are not cached
+    assert warm_hybrid.cache.prefilled == 0  # keys include the model: gpt-6-luna traits are not cached
 
 
 def test_bad_settings_are_configuration_errors() -> None:
@@ -283,11 +314,11 @@ def test_cli_dry_run_prints_tables_and_writes_json(
 
     out = tmp_path / "cost.json"
     main([
-        "cost", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--presets", "hybrid,gpt-4o",
+        "cost", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--presets", "hybrid,gpt-6.1-sol",
         "--mar-mode", "both", "--dry-run", "--json", str(out),
     ])
     captured = capsys.readouterr()
-    assert "### `hybrid`, MAR pointwise" in captured.out and "hybrid vs gpt-4o, MAR pointwise" in captured.out
+    assert "### `hybrid`, MAR pointwise" in captured.out and "hybrid vs gpt-6.1-sol, MAR pointwise" in captured.out
     assert "no cost-vs-accuracy plot in a dry run" in captured.err
     assert len(json.loads(out.read_text())["estimates"]) == 4
 

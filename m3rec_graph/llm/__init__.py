@@ -1,0 +1,1 @@
+"""The provider layer: the model registry (prices, lifecycle, capabilities)."""
