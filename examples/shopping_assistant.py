@@ -10,7 +10,7 @@ and answers with the top products and a one-line reason each.
 Offline (no OPENAI_API_KEY), both m3rec and the assistant run on the local
 SmolLM2-135M server, started here and stopped at the end. That model cannot
 call tools, so the loop makes the first call for it (like `tool_choice`) and the
-model only writes the reply; with a key the assistant is gpt-4o-mini and decides
+model only writes the reply; with a key the assistant is gpt-6-luna and decides
 itself. The 135M model ranks close to chance: this shows the wiring, not quality.
 """
 
@@ -114,7 +114,11 @@ def assistant_model() -> tuple[BaseChatModel, bool]:
             max_tokens=160, timeout=600,
         )
         return local, True
-    return ChatOpenAI(model="gpt-4o-mini", temperature=0.0), False
+    # gpt-6-luna calls functions on Chat Completions only at reasoning effort none, where
+    # temperature is allowed too (https://developers.openai.com/api/docs/models/gpt-6-luna).
+    return ChatOpenAI(
+        model="gpt-6-luna", use_responses_api=False, reasoning_effort="none", temperature=0.0
+    ), False
 
 
 async def ask(

@@ -111,7 +111,7 @@ def default_preset() -> str:
 
 
 def parse_overrides(pairs: list[str]) -> dict[Stage, str]:
-    """Parse `STAGE=MODEL` strings such as `mar=gpt-4o-mini`."""
+    """Parse `STAGE=MODEL` strings such as `mar=gpt-6-sol`."""
     overrides: dict[Stage, str] = {}
     for pair in pairs:
         stage, sep, model = pair.partition("=")
@@ -199,7 +199,7 @@ class RemoteContext:
 
     The module-level `graph` (the one `langgraph.json` serves) takes this as its
     context schema, so a remote caller sends e.g. `{"routing": "hybrid",
-    "models": {"mar": "gpt-4o-mini"}}` (or nothing) and every node sees the
+    "models": {"mar": "gpt-6-sol"}, "efforts": {"mar": "medium"}}` (or nothing) and every node sees the
     `M3RecContext` it resolves to. An `M3RecContext` passed from Python still works.
     Unset fields keep the preset's defaults.
     """
