@@ -32,14 +32,48 @@ limits, each answered with 429 and `Retry-After` when exceeded, like a provider'
 `latency_s` makes every admitted request take that long, as a model would, so
 that requests overlap.
 
+By default the server takes any model name (tests use "fault-model") and any
+parameter. With `strict=True` it checks every chat-completions request against its
+own table of OpenAI's documented rules (`tests/openai_rules.py`, never the package's
+registry) before anything else (limits, faults, the key), on the date `today`, and
+answers a violation as OpenAI does, `{"error": {"message", "type", "param", "code"}}`
+(counted as `strict:<rule>`):
+
+| the request | status | `param` | `code` |
+|---|---|---|---|
+| an unknown model, or one past its shutdown date on `today` | 404 | null | `model_not_found` |
+| `max_tokens` to a reasoning model | 400 | `max_tokens` | `unsupported_parameter` |
+| `reasoning_effort` to a non-reasoning model (any value) | 400 | null | null |
+| an effort the model does not take on Chat Completions | 400 | `reasoning_effort` | `unsupported_value` |
+| `temperature`/`top_p` other than 1 at an effort that forbids them (no `reasoning_effort`: the model's default) | 400 | `temperature`/`top_p` | `unsupported_value` |
+| `logprobs`/`top_logprobs` there | 400 | `logprobs`/`top_logprobs` | `unsupported_parameter` |
+| a `json_schema` response format to a model without Structured Outputs | 400 | null | null |
+| a `strict` schema breaking the strict rules (every object: all properties `required`, `additionalProperties: false`; through `$defs`, `anyOf`, `items`) | 400 | `response_format` / `tools[i].function.parameters` | `invalid_json_schema` / `invalid_function_parameters` |
+| function `tools` at an effort that refuses them | 400 | `reasoning_effort` | null |
+| POST /v1/responses (the package never uses it) or any other unknown route | 404 | null | null |
+
+A request that passes is answered as in the default mode (faults included), and a
+reasoning model first spends `reasoning_tokens[effort]` tokens: `usage` reports them in
+`completion_tokens` and `completion_tokens_details.reasoning_tokens` (counted as
+`tokens:reasoning`), and when reasoning plus answer exceed `max_completion_tokens`
+the answer is cut off as a real model's is: `finish_reason` "length", the content
+partial or empty. A prompt that is not an m3rec stage gets an instance of its
+schema. GET /v1/models lists the table's models served on `today` with `id`,
+`object`, `created`, `owned_by` and `shutdown_date`. In both modes every request is
+counted by its path (`path:/v1/chat/completions`, `path:/v1/responses`, ...).
+
 ```python
 with FaultServer(FaultConfig(rates=FaultRates.spread(0.3), seed=1)) as server:
     spec = ModelSpec(name="fault-model", base_url=server.url, api_key="x", timeout_s=1.0)
     ...
 server.counts()   # {"requests": ..., "ok": ..., "malformed_json": ..., "over_limit": ...}
+
+with FaultServer(FaultConfig(strict=True, today="2026-12-03")) as server:
+    ...           # "gpt-6-luna" at reasoning_effort "none" with temperature 0: 200
 ```
 """
 
+import calendar
 import hashlib
 import json
 import re
@@ -49,11 +83,16 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
+from tests import openai_rules
 from tests.loopback import LoopbackServer
+from tests.openai_rules import EFFORTS, ModelRule
 
 FAULT_KINDS: tuple[str, ...] = (
     "malformed_json",
@@ -66,6 +105,17 @@ FAULT_KINDS: tuple[str, ...] = (
     "dropped",
 )
 """Every fault kind, in the order `FaultRates` lists them."""
+
+DEFAULT_REASONING_TOKENS: dict[str, int] = {
+    "none": 0,
+    "minimal": 64,
+    "low": 256,
+    "medium": 1024,
+    "high": 4096,
+    "xhigh": 8192,
+    "max": 16384,
+}
+"""Strict mode: what a reasoning model spends thinking at each effort, unless configured."""
 
 STAGE_MARKERS = {"You are MOPE": "mope", "You are MOTE": "mote", "You are MAR": "mar"}
 _ID_LINE = re.compile(r"^\[([^\]]+)\]", flags=re.MULTILINE)
@@ -142,6 +192,28 @@ class FaultConfig:
     """How many admitted requests the server works on at once; one more gets 429 (`over_inflight`)."""
     latency_s: float = 0.0
     """How long every admitted request takes before its answer (or fault) goes out."""
+    strict: bool = False
+    """Check every request against OpenAI's documented Chat Completions rules
+    (`tests/openai_rules.py`) before anything else, and answer a violation with OpenAI's
+    error; report reasoning tokens; GET /v1/models lists the models served on `today`."""
+    today: str = "2026-12-03"
+    """The server's date (YYYY-MM-DD) for model lifecycles in strict mode: a model is gone
+    from its shutdown date on. Fixed, never the wall clock (tests pin their own)."""
+    reasoning_tokens: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_REASONING_TOKENS))
+    """Strict mode: the tokens a reasoning model spends thinking at each effort before the
+    answer (an effort missing here takes its `DEFAULT_REASONING_TOKENS`)."""
+
+    def __post_init__(self) -> None:
+        date.fromisoformat(self.today)  # raises on anything but YYYY-MM-DD
+        unknown = set(self.reasoning_tokens) - set(EFFORTS)
+        if unknown or any(n < 0 for n in self.reasoning_tokens.values()):
+            raise ValueError(f"reasoning_tokens takes efforts {EFFORTS} and counts >= 0: {dict(self.reasoning_tokens)}")
+
+    def reasoning_budget(self, effort: str | None) -> int:
+        """Return the reasoning tokens spent at `effort` (`None`, a non-reasoning model: 0)."""
+        if effort is None:
+            return 0
+        return int(self.reasoning_tokens.get(effort, DEFAULT_REASONING_TOKENS.get(effort, 0)))
 
 
 # --- the scripted answerer ----------------------------------------------------------------
@@ -353,7 +425,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         """Answer `/v1/models` (some clients probe it); anything else is unknown."""
-        if self.path.rstrip("/").endswith("/models"):
+        owner = self.server.owner
+        path = owner.count_path(self.path)
+        if owner.config.strict:
+            status, payload = owner.strict_get(path)
+            self._send(status, payload)
+        elif path.rstrip("/").endswith("/models"):
             self._send(200, {"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
         else:
             self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
@@ -362,10 +439,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Answer a chat completion, or misbehave."""
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        owner = self.server.owner
+        path = owner.count_path(self.path)
+        if not path.rstrip("/").endswith("/chat/completions"):
+            if owner.config.strict:  # /v1/responses included: the package never calls it
+                status, payload = owner.refusal("invalid_url", method="POST", path=path)
+                self._send(status, payload)
+            else:
+                self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
             return
-        self.server.owner.handle(self, body)
+        owner.handle(self, body)
 
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -434,8 +517,11 @@ class FaultServer(LoopbackServer):
     def counts(self) -> dict[str, int]:
         """Return the counters: `requests`, `ok`, each fault kind, `over_limit`, `over_tpm`,
         `over_inflight`, `stage:<name>`, `variant:<wrong answer kind>`, `status:<code>`,
-        `tokens:*` (`tokens:booked`: what the TPM limit counted of the admitted requests),
-        `peak_in_flight` (every request) and `peak_admitted` (past the limits)."""
+        `path:<request path>` (every request, any method), `strict:<rule>` (strict-mode
+        refusals, by `openai_rules.ERRORS` name), `tokens:*` (`tokens:booked`: what the TPM
+        limit counted of the admitted requests; `tokens:reasoning`: strict mode's reasoning
+        tokens, also inside `tokens:completion`), `peak_in_flight` (every request) and
+        `peak_admitted` (past the limits)."""
         with self._lock:
             return dict(self._counts)
 
@@ -469,6 +555,34 @@ class FaultServer(LoopbackServer):
                 self._counts[key] += 1
             for key, value in (tokens or {}).items():
                 self._counts[f"tokens:{key}"] += value
+
+    def count_path(self, raw_path: str) -> str:
+        """Count a request by its path (without the query) and return the path."""
+        path = urlsplit(raw_path).path
+        self._count(f"path:{path}")
+        return path
+
+    def refusal(self, rule: str, **values: Any) -> tuple[int, dict[str, Any]]:
+        """Count a strict-mode refusal and return its (status, OpenAI error body)."""
+        status, payload = openai_error(rule, **values)
+        self._count(f"strict:{rule}", f"status:{status}")
+        return status, payload
+
+    def strict_get(self, path: str) -> tuple[int, dict[str, Any]]:
+        """Answer a strict-mode GET: the model list (or one model) as of `today`, else an unknown URL."""
+        today = self.config.today
+        trimmed = path.rstrip("/")
+        if trimmed.endswith("/models"):
+            self._count("status:200")
+            return 200, {"object": "list", "data": [model_object(r) for r in openai_rules.served_models(today)]}
+        if "/models/" in trimmed:
+            model = trimmed.rsplit("/models/", 1)[1]
+            rule = openai_rules.rule_for(model)
+            if rule is None or not openai_rules.served(rule, today):
+                return self.refusal("model_not_found", model=model)
+            self._count("status:200")
+            return 200, model_object(rule)
+        return self.refusal("invalid_url", method="GET", path=path)
 
     def _draw(self, body: bytes) -> tuple[str | None, int]:
         """Return the fault kind for this request (or `None`) and a number for picking variants."""
@@ -539,6 +653,12 @@ class FaultServer(LoopbackServer):
             with self._lock:
                 self._bodies.append(request)
                 self._authorizations[handler.headers.get("Authorization", "")] += 1
+        if self.config.strict:  # OpenAI validates the request before anything else
+            refused = strict_violation(request, self.config.today)
+            if refused is not None:
+                rule, values = refused
+                handler._send(*self.refusal(rule, **values))
+                return
         if self.config.delay_s > 0:  # counted (and recorded) on arrival, answered after the delay
             self._stopping.wait(self.config.delay_s)
         max_tokens = int(request.get("max_tokens") or request.get("max_completion_tokens") or 1024)
@@ -581,7 +701,8 @@ class FaultServer(LoopbackServer):
                 {"error": {"message": f"Incorrect API key provided: {masked}.", "type": "invalid_request_error", "code": "invalid_api_key"}},
             )
             return
-        if stage is None:
+        strict = self.config.strict
+        if stage is None and not strict:
             self._count("status:400")
             handler._send(400, {"error": {"message": "not an m3rec prompt", "type": "invalid_request_error"}})
             return
@@ -590,7 +711,11 @@ class FaultServer(LoopbackServer):
             draw = self.config.variant
         schema = _response_schema(request)
         try:
-            answer = valid_answer(stage, prompt, schema)
+            if stage is None:  # strict mode answers any prompt: its schema's instance
+                generic = instance_of(schema)
+                answer = generic if isinstance(generic, dict) else {}
+            else:
+                answer = valid_answer(stage, prompt, schema)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             self._count("status:400", "answerer_error")
             handler._send(400, {"error": {"message": f"scripted answerer: {exc}", "type": "invalid_request_error"}})
@@ -621,7 +746,7 @@ class FaultServer(LoopbackServer):
         elif fault == "malformed_json":
             text = malformed_json(text, draw)
         elif fault == "wrong_answer":
-            variant, text = wrong_answer(stage, answer, draw)
+            variant, text = wrong_answer(stage or "generic", answer, draw)
             self._count(f"variant:{variant}")
         elif fault == "truncated":
             text, finish_reason = text[: len(text) // 2], "length"
@@ -629,13 +754,22 @@ class FaultServer(LoopbackServer):
             text = ""
         if fault is not None and fault != "slow":
             self._count(fault)
-        completion_tokens = max_tokens if finish_reason == "length" else len(text) // 4 + 1
+        reasoning_tokens = 0
+        if strict:  # a reasoning model thinks first; what is left of the budget is the answer's
+            reasoning_tokens = self.config.reasoning_budget(effective_effort(request))
+            text, finish_reason, answer_tokens, reasoning_tokens = spend_budget(
+                text, finish_reason, reasoning_tokens, completion_limit(request)
+            )
+            completion_tokens = reasoning_tokens + answer_tokens
+        else:
+            completion_tokens = max_tokens if finish_reason == "length" else len(text) // 4 + 1
         self._count(
             "ok" if fault is None else "answered_with_fault",
             "status:200",
             tokens={
                 "prompt": prompt_tokens,
                 "completion": completion_tokens,
+                **({"reasoning": reasoning_tokens} if strict else {}),
                 **({"faulted": prompt_tokens + completion_tokens} if fault else {}),
             },
         )
@@ -670,9 +804,170 @@ class FaultServer(LoopbackServer):
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
+                    **(
+                        {"completion_tokens_details": {"reasoning_tokens": reasoning_tokens}}
+                        if strict
+                        else {}
+                    ),
                 },
             },
         )
+
+
+# --- strict mode: OpenAI's rules (the table is tests/openai_rules.py) ------------------------
+
+SchemaPath = tuple[str | int, ...]
+
+
+def openai_error(rule: str, **values: Any) -> tuple[int, dict[str, Any]]:
+    """Return (status, body) of the refusal `rule` (an `openai_rules.ERRORS` name), filled with `values`."""
+    error = openai_rules.ERRORS[rule]
+    param = error.param.format(**values) if error.param is not None else None
+    return error.status, {
+        "error": {"message": error.message.format(**values), "type": error.type, "param": param, "code": error.code}
+    }
+
+
+def model_object(rule: ModelRule) -> dict[str, Any]:
+    """Return a model as GET /v1/models lists it (`created` from the row's approximate release date)."""
+    created = calendar.timegm(date.fromisoformat(rule.released).timetuple())
+    return {
+        "id": rule.model,
+        "object": "model",
+        "created": created,
+        "owned_by": "system",
+        "shutdown_date": rule.shutdown_date,
+    }
+
+
+def effective_effort(request: dict[str, Any]) -> str | None:
+    """Return the effort a request runs at: its `reasoning_effort`, else the model's default
+    (`None`: not a reasoning model, or a model the table does not know)."""
+    rule = openai_rules.rule_for(str(request.get("model", "")))
+    if rule is None or not rule.reasoning:
+        return None
+    asked = request.get("reasoning_effort")
+    return str(asked) if asked is not None else rule.default_effort
+
+
+def completion_limit(request: dict[str, Any]) -> int | None:
+    """Return the request's output budget (`max_completion_tokens`, or a legacy `max_tokens`), if any."""
+    limit = request.get("max_completion_tokens")
+    if limit is None:
+        limit = request.get("max_tokens")
+    return int(limit) if limit is not None else None
+
+
+def spend_budget(text: str, finish_reason: str, reasoning: int, limit: int | None) -> tuple[str, str, int, int]:
+    """Return (text, finish_reason, answer tokens, reasoning tokens) once reasoning has spent its share.
+
+    The answer costs `len(text) // 4 + 1` tokens (nothing when empty). When reasoning
+    plus answer exceed `limit` the answer is cut where the budget ends, as a real
+    reasoning model's is: `finish_reason` "length", the content partial, or empty when
+    reasoning took everything.
+    """
+    answer = len(text) // 4 + 1 if text else 0
+    if limit is None or reasoning + answer <= limit:
+        return text, finish_reason, answer, reasoning
+    reasoning = min(reasoning, limit)
+    left = limit - reasoning
+    return text[: max(0, left - 1) * 4], "length", left, reasoning
+
+
+def strict_schema_problem(schema: Any, path: SchemaPath = ()) -> tuple[SchemaPath, str] | None:
+    """Return (where, what) of the first break of OpenAI's strict-schema rules, or `None`.
+
+    Every object (a `type` "object", or `properties`) must set `additionalProperties:
+    false` and list every property in `required`; checked recursively through
+    `properties`, `items`, `anyOf`, `$defs` and `definitions`.
+    """
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    is_object = kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in schema
+    raw_properties = schema.get("properties")
+    properties: dict[str, Any] = raw_properties if isinstance(raw_properties, dict) else {}
+    problems = openai_rules.STRICT_SCHEMA_PROBLEMS
+    if is_object:
+        if schema.get("additionalProperties") is not False:
+            return path, problems["additionalProperties"]
+        required = schema.get("required")
+        listed = set(required) if isinstance(required, list) else set()
+        missing = [key for key in properties if key not in listed]
+        if missing:
+            return path, problems["required"].format(key=missing[0])
+    for key, sub in properties.items():
+        found = strict_schema_problem(sub, (*path, "properties", key))
+        if found:
+            return found
+    if isinstance(schema.get("items"), dict):
+        found = strict_schema_problem(schema["items"], (*path, "items"))
+        if found:
+            return found
+    for index, sub in enumerate(schema.get("anyOf") or []):
+        found = strict_schema_problem(sub, (*path, "anyOf", index))
+        if found:
+            return found
+    for defs in ("$defs", "definitions"):
+        for name, sub in (schema.get(defs) or {}).items():
+            found = strict_schema_problem(sub, (*path, defs, name))
+            if found:
+                return found
+    return None
+
+
+def strict_violation(request: dict[str, Any], today: str) -> tuple[str, dict[str, Any]] | None:
+    """Return (rule, values) of the first OpenAI rule `request` breaks on `today`, or `None`.
+
+    Checked in this order: the model (known, still served), `max_tokens`, the effort,
+    sampling controls at that effort, the response format, the function tools.
+    """
+    model = str(request.get("model", ""))
+    rule = openai_rules.rule_for(model)
+    if rule is None or not openai_rules.served(rule, today):
+        return "model_not_found", {"model": model}
+    if rule.reasoning and request.get("max_tokens") is not None:
+        return "max_tokens", {}
+    asked = request.get("reasoning_effort")
+    if asked is not None:
+        if not rule.reasoning:
+            return "reasoning_effort_unrecognized", {}
+        if asked not in rule.efforts:
+            supported = openai_rules.supported_values(rule.efforts)
+            return "reasoning_effort_value", {"value": asked, "model": model, "supported": supported}
+    effort = (str(asked) if asked is not None else rule.default_effort) if rule.reasoning else None
+    if rule.sampling_efforts is not None and effort not in rule.sampling_efforts:
+        for param in ("temperature", "top_p"):
+            value = request.get(param)
+            if value is not None and value != 1:
+                return "sampling_value", {"param": param, "value": json.dumps(value)}
+        if request.get("logprobs"):
+            return "sampling_parameter", {"param": "logprobs"}
+        if request.get("top_logprobs") is not None:
+            return "sampling_parameter", {"param": "top_logprobs"}
+    response_format = request.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        if not rule.structured_outputs:
+            return "json_schema_unsupported", {}
+        spec = response_format.get("json_schema") or {}
+        if isinstance(spec, dict) and spec.get("strict") is True:
+            found = strict_schema_problem(spec.get("schema"))
+            if found:
+                where, problem = found
+                return "invalid_json_schema", {"name": spec.get("name", ""), "context": repr(where), "problem": problem}
+    tools = [t for t in request.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"]
+    if tools and rule.tools_efforts is not None and effort not in rule.tools_efforts:
+        wording = "function_tools_responses_only" if rule.tools_wording == "responses_only" else "function_tools_effort"
+        return wording, {"model": model}
+    for index, tool in enumerate(request.get("tools") or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("strict") is True:
+            found = strict_schema_problem(function.get("parameters"))
+            if found:
+                where, problem = found
+                values = {"name": function.get("name", ""), "context": repr(where), "problem": problem}
+                return "invalid_function_parameters", {**values, "index": index}
+    return None
 
 
 def _schema_tokens(request: dict[str, Any]) -> int:
