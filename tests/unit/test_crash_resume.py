@@ -1,6 +1,6 @@
 """Batch evaluation survives SIGKILL: a rerun finishes with the uninterrupted results, re-asking nothing done.
 
-`m3rec eval` runs the real graph through ChatOpenAI (`--methods m3rec:gpt-4o-mini`)
+`m3rec eval` runs the real graph through ChatOpenAI (`--methods m3rec:hybrid`)
 against `tests.fault_server.FaultServer` on 127.0.0.1 (no faults, every request
 held `DELAY_S` so the run can be killed in the middle). The server records every
 request body; each is attributed from its prompt: a MOPE request to the user whose
@@ -33,6 +33,8 @@ from tests.unit.test_langgraph_server import NET_GUARD
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX process groups")
 
 ROOT = Path(__file__).parents[2]
+METHOD = "m3rec:hybrid"
+"""The method the runs score: today's routing (gpt-6-luna encoders, gpt-6.1-sol aligner)."""
 USERS, NEGATIVES = 6, 9
 DELAY_S = 0.05
 """Per-request delay of the fake model: a user takes a few tenths of a second."""
@@ -52,7 +54,7 @@ DETERMINISTIC = (
 may be lower for the user in flight, whose finished MOTE answers were cached)."""
 
 
-def command(out: Path, methods: str = "m3rec:gpt-4o-mini") -> list[str]:
+def command(out: Path, methods: str = METHOD) -> list[str]:
     return [
         sys.executable, "-m", "m3rec_graph.cli", "eval", "--dataset", "tests/fixtures/beauty_small",
         "--users", str(USERS), "--negatives", str(NEGATIVES), "--methods", methods,
@@ -82,7 +84,7 @@ def environment(server: FaultServer, tmp: Path, name: str) -> dict[str, str]:
 
 
 def start(
-    out: Path, env: dict[str, str], log: Path, methods: str = "m3rec:gpt-4o-mini"
+    out: Path, env: dict[str, str], log: Path, methods: str = METHOD
 ) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:
         return subprocess.Popen(
@@ -292,10 +294,10 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_runs(tmp_
     # seconds after its random results are written, longer than the second takes to start.
     with FaultServer(FaultConfig(delay_s=0.4)) as server:
         env = environment(server, tmp_path, "shared")
-        first = start(out, env, log, methods="random,m3rec:gpt-4o-mini")
+        first = start(out, env, log, methods=f"random,{METHOD}")
         wait_for_lines(out / "results.jsonl", first, USERS, log)  # random done: the lock is held
         second = subprocess.run(
-            command(out, "random,m3rec:gpt-4o-mini"), cwd=ROOT, env=env, capture_output=True, text=True,
+            command(out, f"random,{METHOD}"), cwd=ROOT, env=env, capture_output=True, text=True,
             timeout=RUN_TIMEOUT_S,
         )  # fmt: skip
         other_log.write_text(second.stdout + second.stderr)
@@ -313,7 +315,9 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_runs(tmp_
     assert len(pairs) == len(set(pairs)) == 2 * USERS
     assert requests <= 12 * USERS  # one run's worth (1 MOPE + <= 10 MOTE + 1 MAR per user)
     # Once the first is done the directory is free again: a rerun resumes (nothing to do).
-    subprocess.run(command(out, "random,m3rec:gpt-4o-mini"), cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        command(out, f"random,{METHOD}"), cwd=ROOT, env=env, check=True, capture_output=True
+    )
     assert len(result_lines(out / "results.jsonl")) == 2 * USERS
 
 
