@@ -4,7 +4,8 @@
         --methods random,popularity,text,sasrec,m3rec:local --cold-start 2 --out runs/NAME
 
 Modules: `settings` (what a run is: candidate settings, methods, slices), `store`
-(the run directory), `methods` (scoring one method on one slice), `progress`,
+(the run directory), `run_models` (the models each LLM method was
+scored with), `methods` (scoring one method on one slice), `progress`,
 `report` (summaries, `report.md`, `results.json`, plots) and `run` (the whole run).
 """
 
@@ -21,6 +22,12 @@ from m3rec_graph.evaluation.report import (
     summarise_method,
 )
 from m3rec_graph.evaluation.run import EvalRun, run_evaluation
+from m3rec_graph.evaluation.run_models import (
+    MODELS_FILE,
+    MethodModelsChangedError,
+    read_method_models,
+    resolved_models,
+)
 from m3rec_graph.evaluation.settings import (
     FULL,
     METHOD_KINDS,
@@ -50,6 +57,7 @@ __all__ = [
     "LOCK_FILE",
     "METHOD_KINDS",
     "METRICS_PLOT",
+    "MODELS_FILE",
     "REPORT_FILE",
     "RESULTS_FILE",
     "RESULTS_JSON",
@@ -61,6 +69,7 @@ __all__ = [
     "EvalSlice",
     "EvaluationError",
     "MethodEnv",
+    "MethodModelsChangedError",
     "MethodReport",
     "MethodSpec",
     "ProgressBar",
@@ -71,8 +80,10 @@ __all__ = [
     "parse_methods",
     "prepare_cases",
     "read_cases",
+    "read_method_models",
     "read_results",
     "run_evaluation",
+    "resolved_models",
     "run_lock",
     "slices_for",
     "summarise_method",

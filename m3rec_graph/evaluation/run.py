@@ -15,6 +15,7 @@ from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
     Serving,
+    m3rec_context,
     m3rec_graph_for,
     m3rec_scorer,
     make_ranker,
@@ -33,6 +34,7 @@ from m3rec_graph.evaluation.report import (
     summarise_method,
     write_plots,
 )
+from m3rec_graph.evaluation.run_models import check_and_record_models, resolved_models
 from m3rec_graph.evaluation.settings import (
     EvalSettings,
     EvalSlice,
@@ -116,6 +118,9 @@ def run_evaluation(
     Raises:
         EvaluationError: Bad settings or methods, a run directory that does not fit,
             or one another process is running in.
+        MethodModelsChangedError: An m3rec method of `out_dir` now resolves to other
+            models than its results were made with (see `run_models`; also an
+            `EvaluationError` and a `ConfigurationError`).
         DatasetError: The dataset is malformed.
     """
     settings.validate()
@@ -173,6 +178,13 @@ def _score(
     results_path = env.out_dir / RESULTS_FILE
     done = read_results(results_path)
     settings = read_settings(env.out_dir)
+    # Before anything runs: a method whose preset now routes to other models is refused.
+    llm_methods = {
+        spec: resolved_models(m3rec_context(spec, env.seed, env.prompt_overrides))
+        for spec in methods
+        if spec.kind == "m3rec"
+    }
+    check_and_record_models(env.out_dir, llm_methods, done)
     computed: dict[tuple[str, str], int] = {}
     wall: dict[str, float] = {}
     experiments: dict[str, dict[str, Any]] = {}

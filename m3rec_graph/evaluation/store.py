@@ -12,6 +12,9 @@ A run lives in one directory, used by one process at a time:
 * `results.jsonl`: one line per (method, slice, user), appended and flushed as
   soon as that user is done. A restarted run skips what is there, so a crash
   loses at most the users in flight.
+* `models.json`: the model (and reasoning effort) of every stage of each m3rec
+  method, as resolved when it first ran, so a preset that now routes elsewhere is
+  refused instead of mixing models under one method name (see `run_models`).
 * `run.lock`: held (an exclusive `flock`) for the whole run, so a second process on
   the same directory is refused instead of recomputing and appending the same
   lines. The kernel drops the lock when its process dies, even by SIGKILL, so a
