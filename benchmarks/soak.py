@@ -11,29 +11,35 @@ scripted answerer, except for a seeded share of requests, which get one of the
 fault kinds (malformed JSON, wrong ids or scores, truncated, empty, 429 with
 Retry-After, 500/503, slower than the client timeout, dropped connection). The
 graph is the production one (`build_graph()` with the default `openai_chat_model`
-factory), so the faults travel through the OpenAI client's transport retries,
-langchain-openai's error mapping, the graph's `RetryPolicy`, the re-ask loop and
-the fallbacks.
+factory), so the faults travel through the OpenAI client's retries, langchain-openai's
+error mapping, the re-ask loop and the fallbacks.
+
+Who retries: the OpenAI client, and only it (`ModelSpec.max_retries`, on 408/409/429/5xx,
+timeouts and connection errors, with exponential backoff that honours `Retry-After`),
+so a stage call makes at most `max_retries + 1` HTTP attempts. The stage nodes have no
+`RetryPolicy`: a provider error that outlasts the client's retries degrades its task.
 
 Figures:
 
 * every user's ranking is a permutation of its candidates; no exception escapes;
 * degraded results by stage and cause (provider errors after retries, or invalid
   answers after the re-ask budget);
-* retries at each layer: HTTP requests the server saw, model invocations the
-  graph made (LangChain callbacks), stage tasks; transport retries are
-  requests - invocations, node retries and re-asks are derived from the
-  invocations, the provider errors and the fallbacks;
+* retries and re-asks: HTTP requests the server saw, model invocations the graph
+  made (LangChain callbacks), stage tasks; the client's retries are
+  requests - invocations, re-asks are derived from the invocations, the provider
+  errors and the fallbacks (every provider error that reaches the graph should
+  degrade its task: the report shows how many did not);
 * wasted tokens (answers that failed validation, as the graph's usage report
   counts them; and the tokens of every faulted answer the server sent);
 * a rate-limit experiment: the same fault-free batch against the server's own
   requests-per-second limit, without and with `ModelSpec.requests_per_second`,
   counting the 429s.
 
-The size (200 users x 20 candidates = 4,600 stage tasks, ~6,500 HTTP requests)
-takes about four minutes on 2 shared cores under `nice -n 10` (2.5 minutes the
-fault batch, 35-40 s each rate-limit run): the scripted answerer takes no time,
-so what is measured is the client, the graph and the faults' delays.
+The size (200 users x 20 candidates = 4,600 stage tasks, ~6,300 HTTP requests)
+takes about 2.5 minutes on 2 cores under `nice -n 10` (95 s the fault batch, 17 s
+the rate-limit run without a client limit, 35 s the one with it; 2026-12-03): the
+scripted answerer takes no time, so what is measured is the client, the graph and
+the faults' delays.
 """
 
 import argparse
@@ -47,8 +53,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +63,6 @@ import openai
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
-import m3rec_graph.stages.loop as loop
 from m3rec_graph.cache import InMemoryTraitCache
 from m3rec_graph.context import M3RecContext, ModelSpec, Stage
 from m3rec_graph.graph import build_graph
@@ -70,6 +73,7 @@ MODEL_NAME = "fault-model"
 MAX_TOKENS: dict[Stage, int] = {"mope": 700, "mote": 300, "mar": 1500}
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 KEEP_MARKER = "<!-- Sections below are written by other commands"
+_DEFAULT_MAX_RETRIES = ModelSpec(name=MODEL_NAME).max_retries
 """Everything from this comment on in docs/reliability.md is kept when the soak rewrites the doc."""
 
 
@@ -88,10 +92,9 @@ class SoakSettings:
     timeout_s: float = 2.0
     """The client's request timeout; a `slow` fault stalls `timeout_s + 0.5` s."""
     max_retries: int = 1
-    """Transport retries inside the OpenAI client (on 429, 5xx, timeouts, connection errors)."""
+    """`ModelSpec.max_retries`: the OpenAI client's retries, the only ones (on 408/409/429/5xx,
+    timeouts, connection errors), so a call makes at most `max_retries + 1` HTTP attempts."""
     retry_after_s: float = 1.0
-    fast_node_retry: bool = False
-    """Shrink the graph's `RetryPolicy` backoff to 10 ms without jitter (tests); off, it runs as shipped (1 s, 2 s, + up to 1 s jitter)."""
     limit_users: int = 24
     """Users of each rate-limit run (fault-free)."""
     server_rps: float = 20.0
@@ -110,7 +113,6 @@ class SoakSettings:
             concurrency=4,
             timeout_s=0.5,
             retry_after_s=0.05,
-            fast_node_retry=True,
             limit_users=4,
             server_rps=25.0,
             limiter_rps=22.0,
@@ -221,20 +223,6 @@ class CallCounter(BaseCallbackHandler):
                 self.error_types[type(error).__name__] += 1
 
 
-@contextmanager
-def node_retry_interval(seconds: float | None) -> Iterator[None]:
-    """Temporarily shrink the graph's provider `RetryPolicy` backoff (read when a graph is built)."""
-    if seconds is None:
-        yield
-        return
-    original = loop.PROVIDER_RETRY
-    loop.PROVIDER_RETRY = original._replace(initial_interval=seconds, max_interval=seconds * 4, jitter=False)
-    try:
-        yield
-    finally:
-        loop.PROVIDER_RETRY = original
-
-
 # --- reports ----------------------------------------------------------------------------------
 
 
@@ -285,8 +273,11 @@ class BatchReport:
         return self.http_requests - self.total_invocations
 
     @property
-    def node_retries(self) -> int:
-        """Provider errors the graph's `RetryPolicy` retried (the rest degraded their task)."""
+    def undegraded_provider_errors(self) -> int:
+        """Provider errors that reached the graph without degrading their task: 0 unless something retried them.
+
+        The stage nodes have no `RetryPolicy`, so every provider error the client
+        gives up on sends its task to the fallback."""
         return self.total_provider_errors - self.fallback_total("provider")
 
     @property
@@ -383,8 +374,7 @@ async def run_batch(
 ) -> BatchReport:
     """Run `requests` through the production graph against `server` and count what happened."""
     ctx = context_for_server(server.url, settings, requests_per_second=requests_per_second)
-    with node_retry_interval(0.01 if settings.fast_node_retry else None):
-        graph = build_graph(trait_cache=InMemoryTraitCache())
+    graph = build_graph(trait_cache=InMemoryTraitCache())
     counter = CallCounter()
     server.reset()
     started = time.perf_counter()
@@ -447,8 +437,17 @@ async def run_batch(
     )
 
 
+def _load() -> float | None:
+    """Return the 1-minute load average (other processes' work included), or `None` where unknown."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 async def run_soak(settings: SoakSettings, command: str = "python -m benchmarks.soak") -> SoakReport:
     """Run the fault batch, then the rate-limit experiment (without and with a client limiter)."""
+    load_before = _load()
     fault_config = FaultConfig(
         rates=FaultRates.spread(settings.fault_rate),
         seed=settings.seed,
@@ -469,7 +468,14 @@ async def run_soak(settings: SoakSettings, command: str = "python -m benchmarks.
         unlimited = await run_batch(server, settings, limit_requests)
     with FaultServer(limit_config) as server:
         limited = await run_batch(server, settings, limit_requests, requests_per_second=settings.limiter_rps)
-    return SoakReport(settings, command, machine_info(), faults, unlimited, limited)
+    machine = machine_info()
+    load_after = _load()
+    if load_before is not None and load_after is not None:
+        machine["load"] = (
+            f"1-minute load average {load_before:.2f} before the run, {load_after:.2f} after it "
+            f"({os.cpu_count()} cores; it counts every process, the soak's own after it)"
+        )
+    return SoakReport(settings, command, machine, faults, unlimited, limited)
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -477,6 +483,10 @@ async def run_soak(settings: SoakSettings, command: str = "python -m benchmarks.
 
 def _pct(part: int | float, whole: int | float) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def _ratio(part: int | float, whole: int | float) -> str:
+    return f"{part / whole:.2f}" if whole else "n/a"
 
 
 INPUT_AND_INJECTION_NOTES = """## Bad input and prompt injection (tests)
@@ -508,7 +518,7 @@ fault server).
 - Secrets: with `OPENAI_API_KEY` set to a marker, the key reaches the provider only in the
   `Authorization` header; it is absent from request bodies, outputs, degraded reasons,
   LangSmith runs (offline recorder) and the CLI's stdout/stderr.
-- How often the offline default model moves an injected candidate up: the last section.
+- Injection on the offline default model: measured below (the 135M model scores every candidate alike, so the figure cannot show resistance).
 """
 
 
@@ -524,6 +534,7 @@ def render_markdown(report: SoakReport) -> str:
     """Render the report as the body of `docs/reliability.md`."""
     s, f = report.settings, report.faults
     stages = ("mope", "mote", "mar")
+    reasks = context_for_server("http://127.0.0.1:9/v1", s).max_schema_retries
     lines = [
         "# Reliability: faults, retries, fallbacks and rate limits",
         "",
@@ -546,12 +557,13 @@ def render_markdown(report: SoakReport) -> str:
         f"its own candidates, so every MOTE task calls the model; MAR listwise in chunks of {s.mar_chunk_size}",
         f"- {_pct(s.fault_rate, 1)} of HTTP requests faulted, spread evenly over {len(FAULT_KINDS)} kinds "
         f"(seed {s.seed}); slow answers stall {s.slow_s:g} s",
-        f"- client: timeout {s.timeout_s:g} s, `max_retries={s.max_retries}` (OpenAI client transport retries); "
-        f"429s carry `Retry-After: {s.retry_after_s:g}`",
-        f"- graph: `RetryPolicy` {'with a 10 ms backoff' if s.fast_node_retry else 'as shipped'} "
-        f"(max_attempts={loop.PROVIDER_RETRY.max_attempts}), 2 re-asks per task, "
-        f"{s.concurrency} users in flight (`max_concurrency={s.concurrency}`, which LangGraph also applies "
-        "to the parallel tasks inside each run)",
+        f"- retries: the OpenAI client's only, `max_retries={s.max_retries}` (`ModelSpec`'s default is "
+        f"{_DEFAULT_MAX_RETRIES}), so at most {s.max_retries + 1} HTTP attempts per stage call (on "
+        "408/409/429/5xx, timeouts and connection errors; exponential backoff, honouring `Retry-After`); "
+        f"timeout {s.timeout_s:g} s; 429s carry `Retry-After: {s.retry_after_s:g}`",
+        f"- graph: no `RetryPolicy` on the stage nodes (a provider error after the client's retries "
+        f"degrades its task), {reasks} re-asks per task on invalid answers, {s.concurrency} users in flight "
+        f"(`max_concurrency={s.concurrency}`, which LangGraph also applies to the parallel tasks inside each run)",
         "",
         "## Fault batch",
         "",
@@ -566,9 +578,10 @@ def render_markdown(report: SoakReport) -> str:
         f"| model invocations by the graph | {f.total_invocations:,} |",
         f"| HTTP requests the server answered | {f.http_requests:,} |",
         f"| faulted requests | {f.faulted_requests:,} ({_pct(f.faulted_requests, f.http_requests)}) |",
-        f"| transport retries (OpenAI client: requests - invocations) | {f.transport_retries:,} |",
-        f"| provider errors that reached the graph | {f.total_provider_errors:,} |",
-        f"| node retries (graph `RetryPolicy`) | {f.node_retries:,} |",
+        f"| HTTP requests per model invocation (mean; at most {s.max_retries + 1} each) | {_ratio(f.http_requests, f.total_invocations)} |",
+        f"| retries by the OpenAI client (requests - invocations) | {f.transport_retries:,} |",
+        f"| provider errors that reached the graph (after the client's retries) | {f.total_provider_errors:,} |",
+        f"| of them not degrading their task (0 expected: the graph does not retry) | {f.undegraded_provider_errors:,} |",
         f"| answers rejected by validation | {f.rejected_answers:,} (of {f.answers:,} answers; {f.cut_off_answers} cut off at the token limit) |",
         f"| re-asks with the error text | {f.reasks:,} |",
         f"| fallbacks (tasks that degraded) | {f.fallback_total():,} ({_pct(f.fallback_total(), f.total_tasks)} of tasks) |",
@@ -594,7 +607,7 @@ def render_markdown(report: SoakReport) -> str:
         "",
         "Fallbacks by stage and cause (tasks; MOPE 1 per user, MOTE 1 per candidate, MAR 1 per chunk):",
         "",
-        "| stage | tasks | invocations | provider errors after retries | invalid answers after 2 re-asks |",
+        f"| stage | tasks | invocations | provider errors after the client's retries | invalid answers after {reasks} re-asks |",
         "|---|---|---|---|---|",
         *[
             f"| {st} | {f.tasks[st]:,} | {f.invocations.get(st, 0):,} | {f.fallbacks[st].get('provider', 0)} "
@@ -624,7 +637,7 @@ def render_markdown(report: SoakReport) -> str:
             for r in (report.unlimited, report.limited)
         ],
         "",
-        "The limiter counts model invocations, not the OpenAI client's own transport retries, "
+        "The limiter counts model invocations, not the OpenAI client's own retries, "
         "and it limits requests, not tokens.",
         "",
         INPUT_AND_INJECTION_NOTES,
@@ -639,7 +652,8 @@ def render_text(report: SoakReport) -> str:
         f"fault batch: {f.valid_rankings}/{f.users} valid rankings, {len(f.exceptions)} exceptions, "
         f"{f.degraded_users} degraded users, {f.wall_s:.1f} s",
         f"  requests {f.http_requests} (faulted {f.faulted_requests}), invocations {f.total_invocations}, "
-        f"tasks {f.total_tasks}; transport retries {f.transport_retries}, node retries {f.node_retries}, "
+        f"tasks {f.total_tasks}; client retries {f.transport_retries} (max_retries={report.settings.max_retries}), "
+        f"provider errors {f.total_provider_errors} (not degraded {f.undegraded_provider_errors}), "
         f"re-asks {f.reasks}, fallbacks {f.fallback_total()}; wasted tokens {f.wasted_tokens}",
         f"  faults: {f.faults}",
     ]

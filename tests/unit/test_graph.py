@@ -4,7 +4,12 @@ import json
 from typing import Any, cast
 
 import pytest
-from langchain_core.exceptions import ModelAuthenticationError, ModelRateLimitError
+from langchain_core.exceptions import (
+    ModelAuthenticationError,
+    ModelInvalidRequestError,
+    ModelNotFoundError,
+    ModelRateLimitError,
+)
 
 from m3rec_graph import (
     InMemoryTraitCache,
@@ -13,6 +18,7 @@ from m3rec_graph import (
     build_graph,
     context_for,
 )
+from m3rec_graph.errors import ProviderRequestError
 from m3rec_graph.prompts import load_prompt
 from m3rec_graph.schemas import Dimension
 from m3rec_graph.state import RecInput
@@ -255,10 +261,9 @@ async def test_top_k_truncates_the_ranking() -> None:
     assert len(out["ranking"]) == 3
 
 
-async def test_transient_errors_are_retried_then_degrade(monkeypatch: pytest.MonkeyPatch) -> None:
-    import m3rec_graph.stages.loop as loop
-
-    monkeypatch.setattr(loop, "PROVIDER_RETRY", loop.PROVIDER_RETRY._replace(initial_interval=0.01))
+async def test_a_provider_error_degrades_after_one_call_without_graph_retries() -> None:
+    # Retries belong to the OpenAI client (ModelSpec.max_retries); a scripted model has none, and the
+    # stage nodes have no RetryPolicy: the error the client would give up with degrades at once.
     failures = {"mote": 0}
 
     def respond(stage: str, prompt: str) -> str | BaseException:
@@ -269,10 +274,40 @@ async def test_transient_errors_are_retried_then_degrade(monkeypatch: pytest.Mon
 
     models = ScriptedModels(respond)
     out = await run(models)
-    assert failures["mote"] == loop.PROVIDER_RETRY.max_attempts
-    degraded = [d for d in out["degraded"] if d["item_id"] == "c0"]
-    assert degraded and "ModelRateLimitError" in degraded[0]["reason"]
-    assert len(out["ranking"]) == 6
+    assert failures["mote"] == 1
+    assert [item_id_in(p) for _, _, p in models.stage_calls("mote")].count("c0") == 1
+    assert out["degraded"] == [
+        {"stage": "mote", "item_id": "c0", "reason": "provider error after retries: ModelRateLimitError: 429 slow down"}
+    ]
+    assert sorted(r.item_id for r in out["ranking"]) == sorted(c["item_id"] for c in CANDIDATES)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ModelInvalidRequestError("400 Unsupported value: 'temperature' does not support 0.0 with this model."),
+        ModelNotFoundError("404 The model `gpt-retired` does not exist or you do not have access to it."),
+    ],
+    ids=["invalid_request", "model_not_found"],
+)
+async def test_a_request_the_provider_refuses_raises_instead_of_degrading(error: Exception) -> None:
+    # Every call would be refused alike: a configuration error with the provider's message, no fallback.
+    calls = {"c0": 0}
+
+    def respond(stage: str, prompt: str) -> str | BaseException:
+        if stage == "mote" and item_id_in(prompt) == "c0":
+            calls["c0"] += 1
+            return error
+        return default_responder()(stage, prompt)
+
+    with pytest.raises(ProviderRequestError) as raised:
+        await run(ScriptedModels(respond))
+    message = str(raised.value)
+    assert message.startswith("mote: the model provider refused the request for ")
+    assert message.endswith(str(error))
+    assert raised.value.__cause__ is error
+    assert not isinstance(raised.value, ProviderAuthError)
+    assert calls["c0"] == 1  # not retried
 
 
 async def test_authentication_errors_raise_a_clear_error() -> None:

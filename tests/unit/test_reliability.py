@@ -2,9 +2,10 @@
 
 Each fault kind is checked where it lands (the client's error mapping, or the
 structured-answer parsing), then the graph end to end: all-transport-fault runs
-degrade without raising, and the soak script's quick mode (30% of requests
-faulted across every kind, plus the rate-limit experiment) keeps every ranking
-valid.
+degrade without raising after the OpenAI client's retries (the only retries: a
+stage call makes `max_retries + 1` HTTP attempts, not more), and the soak
+script's quick mode (30% of requests faulted across every kind, plus the
+rate-limit experiment) keeps every ranking valid.
 """
 
 import asyncio
@@ -23,8 +24,8 @@ from langchain_core.exceptions import (
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
-import m3rec_graph.stages.loop as loop
 from benchmarks.soak import (
+    CallCounter,
     SoakSettings,
     context_for_server,
     make_requests,
@@ -51,13 +52,6 @@ MOTE_MESSAGES = [
     SystemMessage("You are MOTE, the item encoder of a product recommender."),
     HumanMessage("<item>\n[a1] Lip balm\n</item>"),
 ]
-
-
-@pytest.fixture
-def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        loop, "PROVIDER_RETRY", loop.PROVIDER_RETRY._replace(initial_interval=0.01, max_interval=0.04, jitter=False)
-    )
 
 
 def serve(kind: str | None, **config: Any) -> FaultServer:
@@ -220,11 +214,12 @@ async def test_json_with_trailing_garbage_is_reported_as_invalid_json() -> None:
 
 
 @pytest.mark.parametrize("kind", ["rate_limited", "server_error", "slow", "dropped"])
-async def test_every_call_failing_degrades_every_stage_without_raising(kind: str, fast_retry: None) -> None:
+async def test_every_call_failing_degrades_every_stage_without_raising(kind: str) -> None:
     # Only `slow` needs the client to time out; a short timeout elsewhere made a loaded machine's
     # late requests time out before the server counted them (CI flake).
     timeout_s = 0.3 if kind == "slow" else 5.0
-    settings = SoakSettings(candidates=5, history=2, timeout_s=timeout_s, max_retries=0)
+    # One client retry: 429s wait the server's Retry-After (0.05 s), 5xx and the rest ~0.5 s.
+    settings = SoakSettings(candidates=5, history=2, timeout_s=timeout_s, max_retries=1)
     request = make_requests(settings, users=1)[0]
     with serve(kind) as server:
         graph = build_graph(trait_cache=InMemoryTraitCache())
@@ -235,8 +230,31 @@ async def test_every_call_failing_degrades_every_stage_without_raising(kind: str
     assert {d["stage"] for d in out["degraded"]} == {"mope", "mote", "mar"}
     assert all(d["reason"].startswith("provider error after retries") for d in out["degraded"])
     assert all(r.source == "fallback" for r in out["ranking"])
-    # MOPE + 5 MOTE + 1 MAR chunk, each tried max_attempts times by the graph's RetryPolicy
-    assert requests == 7 * loop.PROVIDER_RETRY.max_attempts
+    # MOPE + 5 MOTE + 1 MAR chunk, each sent max_retries + 1 times by the OpenAI client, once by the graph
+    assert requests == 7 * (settings.max_retries + 1)
+
+
+async def test_a_failing_call_makes_max_retries_plus_one_attempts_not_nine() -> None:
+    # Client retries (max_retries=2) and graph retries (RetryPolicy, 3 attempts) used to stack:
+    # 3 x 3 = 9 HTTP attempts per stage call. The client is now the one owner of retries.
+    settings = SoakSettings(candidates=5, history=2, timeout_s=5.0, max_retries=2)
+    request = make_requests(settings, users=1)[0]
+    counter = CallCounter()
+    with serve("server_error") as server:
+        graph = build_graph(trait_cache=InMemoryTraitCache())
+        out = await graph.ainvoke(
+            request, {"callbacks": [counter]}, context=context_for_server(server.url, settings)
+        )
+        counts = server.counts()
+    calls = {"mope": 1, "mote": 5, "mar": 1}  # one MAR chunk of 5
+    assert dict(counter.invocations) == calls  # the graph called each stage once: no node retries
+    assert dict(counter.provider_errors) == calls
+    assert {stage: counts[f"stage:{stage}"] for stage in calls} == {stage: 3 * n for stage, n in calls.items()}
+    assert counts["requests"] == counts["server_error"] == 7 * 3  # not 7 x 9 = 63
+    assert sorted((d["stage"], d["item_id"]) for d in out["degraded"]) == sorted(
+        [("mope", None), ("mar", None), *(("mote", c["item_id"]) for c in request["candidates"])]
+    )
+    assert all(d["reason"].startswith("provider error after retries: ") for d in out["degraded"])
 
 
 async def test_answer_faults_on_every_call_spend_the_reask_budget_then_degrade() -> None:
@@ -263,9 +281,13 @@ async def test_quick_soak_keeps_every_ranking_valid_under_30_percent_faults() ->
     assert faults.faulted_requests > 0
     assert 0.15 < faults.faulted_requests / faults.http_requests < 0.45
     assert sum(1 for n in faults.faults.values() if n) >= 6  # most kinds occur even in a small run
-    # the layers add up: every invocation is a first try, a node retry or a re-ask
-    assert faults.total_invocations == faults.total_tasks + faults.node_retries + faults.reasks
+    # the layers add up: every invocation is a first try or a re-ask (the graph retries nothing),
+    # every provider error the client gave up on degraded its task, and the client's retries
+    # are the only extra HTTP requests, at most max_retries per invocation
+    assert faults.undegraded_provider_errors == 0
+    assert faults.total_invocations == faults.total_tasks + faults.reasks
     assert faults.http_requests == faults.total_invocations + faults.transport_retries
+    assert faults.http_requests <= faults.total_invocations * (settings.max_retries + 1)
     assert faults.transport_retries > 0 and faults.reasks > 0
     assert faults.wasted_tokens > 0
 
@@ -277,6 +299,9 @@ async def test_quick_soak_keeps_every_ranking_valid_under_30_percent_faults() ->
 
     doc = render_markdown(report)
     assert "| users with a valid ranking" in doc and "## Rate limiting" in doc
+    assert f"the OpenAI client's only, `max_retries={settings.max_retries}`" in doc
+    assert f"so at most {settings.max_retries + 1} HTTP attempts per stage call" in doc
+    assert "no `RetryPolicy` on the stage nodes" in doc
 
 
 # --- the rate limiter ----------------------------------------------------------------------------
