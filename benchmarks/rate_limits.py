@@ -40,7 +40,6 @@ from benchmarks.soak import (
     context_for_server,
     machine_info,
     make_requests,
-    node_retry_interval,
 )
 from m3rec_graph.cache import InMemoryTraitCache
 from m3rec_graph.context import M3RecContext
@@ -87,8 +86,6 @@ class Settings:
     max_retries: int = 2
     """The OpenAI client's transport retries (it honours `Retry-After`)."""
     retry_after_s: float = 1.0
-    fast_node_retry: bool = False
-    """Shrink the graph's `RetryPolicy` backoff to 10 ms (quick mode)."""
     seed: int = 7
     runs: tuple[str, ...] = ("none", "tokens", "in flight", "both")
 
@@ -108,7 +105,6 @@ class Settings:
             timeout_s=5.0,
             max_retries=1,
             retry_after_s=0.05,
-            fast_node_retry=True,
             runs=("none", "both"),
         )
 
@@ -211,8 +207,7 @@ async def run_once(
     counter = CallCounter()
     with FaultServer(server_config(settings, provider)) as server:
         ctx = context_for(server.url, settings, tpm, cap)
-        with node_retry_interval(0.01 if settings.fast_node_retry else None):
-            graph = build_graph(trait_cache=InMemoryTraitCache())
+        graph = build_graph(trait_cache=InMemoryTraitCache())
         started = time.perf_counter()
         outs = await graph.abatch(
             list(requests),
@@ -275,8 +270,8 @@ def render(settings: Settings, reports: list[RunReport], command: str) -> str:
     lines = [
         f"`{command}`: {s.users} users x {s.candidates} candidates (history {s.history}), "
         f"{s.concurrency} users in flight. Servers: {servers}; 429 with "
-        f"`Retry-After: {s.retry_after_s:g}`. Client: `max_retries={s.max_retries}`, graph "
-        f"`RetryPolicy` {'with a 10 ms backoff' if s.fast_node_retry else 'as shipped'}; "
+        f"`Retry-After: {s.retry_after_s:g}`. Client: `max_retries={s.max_retries}` (the only "
+        f"retries: the graph adds none); "
         f"limited runs at {s.client_share:.0%} of the server's tokens/min and its in-flight cap.",
         "",
         "| server | client limits | HTTP requests | 429 tokens | 429 in flight "

@@ -168,7 +168,7 @@ async def test_agent_calls_the_tool_and_reads_the_ranking(models: ScriptedModels
     final = result["messages"][-1]
     assert isinstance(final, AIMessage) and expected_order()[0] in final.text
     # m3rec ran with its own routing, not the default
-    assert {name for name, _, _ in models.calls} == {"gpt-3.5-turbo", "gpt-4o"}
+    assert {name for name, _, _ in models.calls} == {"gpt-6-luna", "gpt-6.1-sol"}
 
 
 @pytest.mark.parametrize(
@@ -271,7 +271,7 @@ async def test_node_in_a_host_graph_with_its_own_state_and_context(
     assert set(out) == {"customer", "purchases", "shortlist", "recommendations", "reply"}
     # m3rec's own routing (hybrid), although the host passed a ShopContext
     assert {(name, stage) for name, stage, _ in models.calls} == {
-        ("gpt-3.5-turbo", "mope"), ("gpt-3.5-turbo", "mote"), ("gpt-4o", "mar")
+        ("gpt-6-luna", "mope"), ("gpt-6-luna", "mote"), ("gpt-6.1-sol", "mar")
     }
     mope_prompt = models.stage_calls("mope")[0][2]
     assert all(f"[{i}]" in mope_prompt for i in HISTORY_IDS)

@@ -88,18 +88,18 @@ async def test_routing_sends_each_stage_to_its_model_and_prices_it() -> None:
     models = ScriptedModels(default_responder())
     out = await run(models)
     stages_by_model = {(name, stage) for name, stage, _ in models.calls}
-    assert stages_by_model == {("gpt-3.5-turbo", "mope"), ("gpt-3.5-turbo", "mote"), ("gpt-4o", "mar")}
+    assert stages_by_model == {("gpt-6-luna", "mope"), ("gpt-6-luna", "mote"), ("gpt-6.1-sol", "mar")}
     mar = out["usage"].stages["mar"]
-    assert mar.models == ["gpt-4o"]
-    # 2 calls x (100 in, 10 out) at gpt-4o's $2.50 / $10.00 per 1M tokens
-    assert mar.cost_usd == pytest.approx(2 * (100 * 2.5 + 10 * 10.0) / 1e6)
+    assert mar.models == ["gpt-6.1-sol"]
+    # 2 calls x (100 in, 10 out) at gpt-6.1-sol's $2 / $10 per 1M tokens
+    assert mar.cost_usd == pytest.approx(2 * (100 * 2.0 + 10 * 10.0) / 1e6)
 
 
 async def test_per_stage_override_changes_only_that_stage() -> None:
     models = ScriptedModels(default_responder())
     await run(models, context=context_for("hybrid", {"mar": "gpt-4o-mini"}))
     assert {name for name, stage, _ in models.calls if stage == "mar"} == {"gpt-4o-mini"}
-    assert {name for name, stage, _ in models.calls if stage == "mope"} == {"gpt-3.5-turbo"}
+    assert {name for name, stage, _ in models.calls if stage == "mope"} == {"gpt-6-luna"}
 
 
 async def test_malformed_answer_is_reasked_with_the_error_text() -> None:
