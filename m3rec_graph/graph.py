@@ -14,6 +14,22 @@ tasks run in the same superstep, so `collect_traits` runs once both are done
 (if one was re-asked, `collect_traits` also runs, idle, in the step after the
 others finished, and proceeds once the re-ask is answered; `rank` joins MAR the same way).
 
+A join waits for this run's results, never for counts: `collect_traits` for a
+profile and the traits of every id in `shown_order`, `rank` for the score of every
+id in `shown_order`. That holds on a checkpointer thread that several runs share
+(the LangGraph server, Studio, a `RemoteGraph` called with a `thread_id`), because
+`prepare` starts every per-run key over: it overwrites the reduced channels
+(`traits`, `scores`, `usage_log`, `degraded`) with `Overwrite`, bypassing their
+reducers, sets `profile` to `None` until MOPE answers, and the input keys are
+ephemeral (`state.State`). So each join proceeds exactly once per run, on that run's
+results, and the output (ranking, usage, degradations) is the run's own.
+
+The graph's own file I/O stays off the event loop (the LangGraph server refuses
+blocking calls there): a run's first use of the tokenizer files, prompts and model
+registry happens in a worker thread (`load_run_files`), and the trait cache (SQLite)
+is read and written in worker threads. The chat model factory builds its clients
+where the stage nodes call it, on the loop.
+
 The ablations (`M3RecContext.ablation`) configure this same graph: `no_mope` sends
 no MOPE task, `no_mote` no MOTE tasks, and `no_mar` goes from `collect_traits`
 straight to `rank`, which scores every candidate by profile-trait overlap.
@@ -22,23 +38,23 @@ straight to `rank`, which scores every candidate by profile-trait overlap.
 import asyncio
 import random
 from functools import partial
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
+from langgraph.types import Command, Overwrite, Send
 
 from m3rec_graph.cache import SqliteTraitCache, TraitCache, cache_blocks, trait_cache_key
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_alignment
 from m3rec_graph.models import ChatModelFactory, openai_chat_model
-from m3rec_graph.prompts import load_prompt
+from m3rec_graph.prompts import PromptName, is_loaded, load_prompt
 from m3rec_graph.render import truncations
 from m3rec_graph.request import RecommendationRequest, parse_request
 from m3rec_graph.routing import RemoteContext, get_context
-from m3rec_graph.schemas import Item, RankedItem
+from m3rec_graph.schemas import Item, MotivationProfile, RankedItem
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mar import MarStage
 from m3rec_graph.stages.mope import MopeStage
@@ -54,9 +70,12 @@ from m3rec_graph.state import (
     State,
     Truncation,
 )
+from m3rec_graph.tokens import load_encodings
 from m3rec_graph.usage import usage_report
 
 M3RecGraph = CompiledStateGraph[State, M3RecContext, RecInput, RecOutput]
+
+PROMPT_NAMES: tuple[PromptName, ...] = get_args(PromptName)
 
 ProgressEvent = Literal["started", "profile_ready", "items_encoded", "ranking_ready"]
 """The `m3rec` key of the custom stream events the graph writes (see `m3rec_graph.embed`)."""
@@ -79,12 +98,49 @@ def progress(event: ProgressEvent, **fields: Any) -> dict[str, Any]:
     return {"m3rec": event, **fields}
 
 
+def load_run_files(ctx: M3RecContext) -> None:
+    """Read every file a run under `ctx` reads, so that nothing later touches the disk on the event loop.
+
+    That is tiktoken's BPE files (and its cache directory, which `tempfile.gettempdir()`
+    finds by writing probe files), the stage prompts with `ctx`'s overrides, and the
+    model registry behind routing and prices. Each is memoised for the process, so
+    this is cheap once done. It blocks: `prepare` runs it in a worker thread when a
+    run needs something not yet loaded (the LangGraph server refuses blocking calls
+    on its event loop). The OpenAI clients are the chat model factory's to build.
+    """
+    global _files_loaded
+    load_encodings()
+    for name in PROMPT_NAMES:
+        load_prompt(name, ctx.prompt_overrides.get(name))
+    usage_report([])  # the price table
+    _files_loaded = True
+
+
+_files_loaded = False
+"""`load_run_files` ran once in this process (encodings, registry: never forgotten)."""
+
+
+def _run_files_loaded(ctx: M3RecContext) -> bool:
+    return _files_loaded and all(is_loaded(name, ctx.prompt_overrides.get(name)) for name in PROMPT_NAMES)
+
+
+async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
+    """Resolve the run's context; load what the run reads from disk first, in a worker thread (`load_run_files`)."""
+    if _files_loaded:
+        ctx = get_context(runtime)
+    else:  # the first resolution reads the model registry
+        ctx = await asyncio.to_thread(get_context, runtime)
+    if not _run_files_loaded(ctx):
+        await asyncio.to_thread(load_run_files, ctx)
+    return ctx
+
+
 async def prepare(
     state: State, runtime: Runtime[M3RecContext], *, trait_cache: TraitCache
 ) -> Command[Literal["mope", "mote", "collect_traits"]]:
     """Validate the request, read cached traits, and fan out MOPE plus MOTE for the misses."""
     request = parse_request({key: value for key, value in state.items() if key in RecInput.__annotations__})
-    ctx = get_context(runtime)
+    ctx = await run_context(runtime)
     mote_model = ctx.model_for("mote").name
     mote_version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version
 
@@ -120,21 +176,29 @@ async def prepare(
         else:
             sends.append(Send("mote", MoteTask(item=item, cache_key=key)))
 
-    update: dict[str, Any] = {
-        "request": request,
-        "shown_order": shown_order([c.item_id for c in request.candidates], request.user_id, ctx.seed),
-        "traits": traits,
-        "degraded": degraded,
-        "truncated": truncated,
-    }
+    profile: MotivationProfile | None = None  # until this run's MOPE task answers
     recent = recent_history(request, ctx)
     if ctx.ablation == "no_mope":
-        update["profile"] = fallback_profile(recent, "MOPE switched off: ablation no_mope")
+        profile = fallback_profile(recent, "MOPE switched off: ablation no_mope")
     elif request.history:
         sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=recent)))
     else:
-        update["profile"] = fallback_profile([])
-        update["degraded"] = [*degraded, {"stage": "mope", "item_id": None, "reason": "empty history"}]
+        profile = fallback_profile([])
+        degraded.append({"stage": "mope", "item_id": None, "reason": "empty history"})
+    # Every per-run key starts over: on a reused thread the state still holds the last
+    # run's values, which the reducers would add to and the joins would take for this run's.
+    update: dict[str, Any] = {
+        "request": request,
+        "shown_order": shown_order([c.item_id for c in request.candidates], request.user_id, ctx.seed),
+        "profile": profile,
+        "traits": Overwrite(traits),
+        "scores": Overwrite({}),
+        "usage_log": Overwrite([]),
+        "degraded": Overwrite(degraded),
+        "truncated": truncated,
+        "ranking": [],
+        "usage": usage_report([]),
+    }
     to_encode = sum(1 for send in sends if send.node == "mote")
     ready = len(request.candidates) - to_encode  # cached, or without text
     runtime.stream_writer(
@@ -147,25 +211,23 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
     """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate).
 
     The `no_mar` ablation goes straight to `rank` instead. Every finished MOPE/MOTE
-    task leads here: while a re-ask is still pending (the profile or some traits
-    are missing), this does nothing and the last task to finish comes back.
+    task leads here: until this run's profile and the traits of every candidate in
+    `shown_order` are in (a re-ask may still be pending), this does nothing and the
+    last task to finish comes back. `prepare` reset both, so it proceeds exactly once per run.
     """
-    if "profile" not in state or len(state["traits"]) < len(state["shown_order"]):
+    profile, traits, order = state.get("profile"), state["traits"], state["shown_order"]
+    if profile is None or any(item_id not in traits for item_id in order):
         return Command()
     ctx = get_context(runtime)
-    runtime.stream_writer(progress("profile_ready", summary=state["profile"].summary))
-    runtime.stream_writer(
-        progress("items_encoded", encoded=len(state["traits"]), total=len(state["shown_order"]))
-    )
+    runtime.stream_writer(progress("profile_ready", summary=profile.summary))
+    runtime.stream_writer(progress("items_encoded", encoded=len(order), total=len(order)))
     if ctx.ablation == "no_mar":
         return Command(goto="rank")
     items = {item.item_id: item for item in state["request"].candidates}
-    candidates = [
-        MarCandidate(item=items[i], traits=state["traits"][i]) for i in state["shown_order"]
-    ]
+    candidates = [MarCandidate(item=items[i], traits=traits[i]) for i in order]
     size = 1 if ctx.mar_mode == "pointwise" else max(1, ctx.mar_chunk_size)
     tasks = [
-        MarTask(profile=state["profile"], candidates=candidates[i : i + size], mode=ctx.mar_mode)
+        MarTask(profile=profile, candidates=candidates[i : i + size], mode=ctx.mar_mode)
         for i in range(0, len(candidates), size)
     ]
     for task in tasks:
@@ -179,26 +241,28 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
 async def rank(state: State, runtime: Runtime[M3RecContext]) -> dict[str, Any]:
     """Order candidates by alignment (ties by the shown order) and assemble the output.
 
-    Every finished MAR task leads here: while a re-ask is still pending (some
-    candidate has no score yet), this does nothing and the last task to finish comes back.
+    Every finished MAR task leads here: until every candidate in `shown_order` has
+    this run's score (a re-ask may still be pending), this does nothing and the
+    last task to finish comes back. Under `no_mar` it runs once, from `collect_traits`,
+    and scores every candidate by profile-trait overlap.
     """
-    if get_context(runtime).ablation != "no_mar" and len(state.get("scores", {})) < len(state["shown_order"]):
+    order, scores = state["shown_order"], state["scores"]
+    if get_context(runtime).ablation != "no_mar" and any(item_id not in scores for item_id in order):
         return {}
-    request = state["request"]
-    position = {item_id: n for n, item_id in enumerate(state["shown_order"])}
-    scores = dict(state.get("scores", {}))
-    for item_id in state["shown_order"]:
-        # Every candidate under the `no_mar` ablation.
-        if item_id not in scores:
-            scores[item_id] = overlap_alignment(item_id, state["profile"], state["traits"][item_id])
-    ordered = sorted(scores.values(), key=lambda s: (-s.score, position[s.item_id]))
+    request, profile = state["request"], state["profile"]
+    assert profile is not None  # collect_traits proceeded
+    aligned = [
+        scores[item_id] if item_id in scores else overlap_alignment(item_id, profile, state["traits"][item_id])
+        for item_id in order
+    ]
+    ordered = [s for _, s in sorted(enumerate(aligned), key=lambda pair: (-pair[1].score, pair[0]))]
     top = ordered[: request.k] if request.k else ordered
     ranking = [RankedItem(**s.model_dump(), rank=n) for n, s in enumerate(top, start=1)]
     runtime.stream_writer(progress("ranking_ready", top=[r.item_id for r in ranking[:5]]))
     return {
         "user_id": request.user_id,
         "ranking": ranking,
-        "usage": usage_report(state.get("usage_log", [])),
+        "usage": usage_report(state["usage_log"]),
     }
 
 

@@ -61,10 +61,26 @@ def load_prompt(name: PromptName, override: str | None = None) -> StagePrompt:
     asks for its prompt on every stage call, and finding and resolving the path
     cost file-system calls each time. A missing file is not memoised.
     """
-    return _find_and_load(name, override)
+    key = (name, override)
+    prompt = _found.get(key)
+    if prompt is None:
+        prompt = _found[key] = _find_and_load(name, override)
+    return prompt
 
 
-@functools.lru_cache(maxsize=256)
+def is_loaded(name: PromptName, override: str | None = None) -> bool:
+    """Return whether `load_prompt(name, override)` is memoised (then it reads no file).
+
+    Async hosts load prompts in a worker thread first (`graph.prepare` does) so that
+    the stage nodes, which call `load_prompt` on the event loop, never block it.
+    """
+    return (name, override) in _found
+
+
+_found: dict[tuple[PromptName, str | None], StagePrompt] = {}
+"""`load_prompt`'s memo (prompt names x override paths: a handful in practice)."""
+
+
 def _find_and_load(name: PromptName, override: str | None) -> StagePrompt:
     path = Path(override) if override else prompt_dir() / f"{name}.toml"
     if not path.is_file():
@@ -74,5 +90,5 @@ def _find_and_load(name: PromptName, override: str | None) -> StagePrompt:
 
 def forget_loaded() -> None:
     """Drop the memoised prompts, so the next `load_prompt` re-reads the files (after a rewrite)."""
-    _find_and_load.cache_clear()
+    _found.clear()
     _load.cache_clear()

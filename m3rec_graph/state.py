@@ -3,6 +3,7 @@
 import operator
 from typing import Annotated, Any, Literal, NotRequired
 
+from langgraph.channels import EphemeralValue
 from typing_extensions import TypedDict
 
 from m3rec_graph.context import Stage
@@ -71,16 +72,24 @@ class Truncation(TypedDict):
 
 
 class State(TypedDict, total=False):
-    """Working state of the parent graph (private keys never reach `RecOutput`)."""
+    """Working state of the parent graph (private keys never reach `RecOutput`).
+
+    A checkpointer thread keeps this state between runs (the LangGraph server, Studio,
+    a `RemoteGraph` called with a `thread_id`), so every key is either this run's
+    input or reset by `prepare`: the input keys are ephemeral (gone after `prepare`
+    read them, so a later run that omits `k` does not inherit the last run's `k`), and
+    `prepare` overwrites every per-run key, bypassing the reducers (`graph.prepare`).
+    """
 
     user_id: str
-    history: list[ItemDict]
-    candidates: list[ItemDict]
-    k: int | None
+    history: Annotated[list[ItemDict], EphemeralValue]
+    candidates: Annotated[list[ItemDict], EphemeralValue]
+    k: Annotated[int | None, EphemeralValue]
     request: RecommendationRequest
     shown_order: list[str]
     """Candidate ids in the seeded shuffled order every model sees (and ties break by)."""
-    profile: MotivationProfile
+    profile: MotivationProfile | None
+    """`None` from `prepare` until this run's MOPE task (or its fallback) answers."""
     traits: Annotated[dict[str, ItemTraits], merge_dicts]
     scores: Annotated[dict[str, AlignmentScore], merge_dicts]
     usage_log: Annotated[list[CallUsage], operator.add]

@@ -62,12 +62,34 @@ def seed_bpe_files() -> list[str]:
 
 @functools.cache
 def encoding_for(model: str) -> tiktoken.Encoding:
-    """Return the tiktoken encoding `model` uses (`o200k_base` for unknown models)."""
-    seed_bpe_files()
+    """Return the tiktoken encoding `model` uses (`o200k_base` for unknown models).
+
+    Only the first use of each encoding touches the disk (see `load_encodings`).
+    """
     try:
-        return tiktoken.encoding_for_model(model)
+        name = tiktoken.encoding_name_for_model(model)
     except KeyError:
-        return tiktoken.get_encoding(DEFAULT_ENCODING)
+        name = DEFAULT_ENCODING
+    return _encoding(name)
+
+
+@functools.cache
+def _encoding(name: str) -> tiktoken.Encoding:
+    seed_bpe_files()
+    return tiktoken.get_encoding(name)
+
+
+def load_encodings() -> None:
+    """Read the BPE files of every encoding m3rec counts with, so no later count touches the disk.
+
+    The first use of an encoding finds tiktoken's cache directory (`tempfile.gettempdir()`
+    probes its candidates with file writes), seeds it, and reads a few MB, which
+    blocks. An async host calls this in a worker thread (`graph.prepare` does) or
+    before serving, never on the event loop.
+    """
+    tempfile.gettempdir()  # memoised by tempfile: later calls (tiktoken's) read no disk
+    for name in _SHA256:
+        _encoding(name)
 
 
 def count_text(text: str, model: str) -> int:

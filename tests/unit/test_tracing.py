@@ -141,9 +141,9 @@ async def test_one_recommendation_is_traced_as_a_run_tree(
     # The run itself: MOPE was re-asked once and then accepted, nothing degraded.
     assert result["degraded"] == []
     assert sorted(r.item_id for r in result["ranking"]) == ["c1", "c2", "c3"]
-    assert [c[0] for c in models.stage_calls("mope")] == ["gpt-3.5-turbo"] * 2
-    assert {c[0] for c in models.stage_calls("mote")} == {"gpt-3.5-turbo"}
-    assert {c[0] for c in models.stage_calls("mar")} == {"gpt-4o"}
+    assert [c[0] for c in models.stage_calls("mope")] == ["gpt-6-luna"] * 2
+    assert {c[0] for c in models.stage_calls("mote")} == {"gpt-6-luna"}
+    assert {c[0] for c in models.stage_calls("mar")} == {"gpt-6.1-sol"}
 
     tree = recorder.tree(("m3rec_model", "m3rec_attempt"))
     runs = recorder.runs
@@ -195,7 +195,7 @@ async def test_one_recommendation_is_traced_as_a_run_tree(
             run,
             node=mope_node,
             stage="mope",
-            model="gpt-3.5-turbo",
+            model="gpt-6-luna",
             prompt="mope",
             attempt=attempt,
         )
@@ -215,7 +215,7 @@ async def test_one_recommendation_is_traced_as_a_run_tree(
             run,
             node=mote_node,
             stage="mote",
-            model="gpt-3.5-turbo",
+            model="gpt-6-luna",
             prompt="mote",
             attempt=1,
         )
@@ -229,7 +229,7 @@ async def test_one_recommendation_is_traced_as_a_run_tree(
         only(recorder.by_name("mar.llm")),
         node=mar_node,
         stage="mar",
-        model="gpt-4o",
+        model="gpt-6.1-sol",
         prompt="mar_listwise",
         attempt=1,
     )
