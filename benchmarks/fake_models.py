@@ -26,7 +26,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 
 from m3rec_graph.context import ModelSpec
-from m3rec_graph.schemas import Dimension
+from m3rec_graph.contracts.schemas import Dimension
 
 STAGE_MARKERS = {"You are MOPE": "mope", "You are MOTE": "mote", "You are MAR": "mar"}
 _ID_LINE = re.compile(r"^\[([^\]]+)\]", flags=re.MULTILINE)

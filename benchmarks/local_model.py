@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from m3rec_graph import SqliteTraitCache, build_graph, context_for
-from m3rec_graph.demo import load_cases
+from m3rec_graph.cli.demo import load_cases
 from m3rec_graph.local.server import ServerSettings, start_server
 from m3rec_graph.state import RecInput
 

@@ -41,10 +41,10 @@ from benchmarks.soak import (
     machine_info,
     make_requests,
 )
-from m3rec_graph.cache import InMemoryTraitCache
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.graph import build_graph
 from m3rec_graph.state import RecInput
+from m3rec_graph.storage.traits import InMemoryTraitCache
 from tests.fault_server import FaultConfig, FaultServer
 
 

@@ -63,10 +63,10 @@ import openai
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
-from m3rec_graph.cache import InMemoryTraitCache
 from m3rec_graph.context import M3RecContext, ModelSpec, Stage
 from m3rec_graph.graph import build_graph
 from m3rec_graph.state import ItemDict, RecInput
+from m3rec_graph.storage.traits import InMemoryTraitCache
 from tests.fault_server import FAULT_KINDS, FaultConfig, FaultRates, FaultServer
 
 MODEL_NAME = "fault-model"
@@ -504,7 +504,7 @@ fault server).
   MAR calls), items without text (neutral traits without a call, flagged), emoji and right-to-left
   text (passed through intact; bidi override characters dropped), a 200,000-character
   description or review (cut to 600 / 400 characters, and dense text to 300 / 200 tiktoken
-  tokens, before any prompt; `m3rec_graph.render.truncations(item)` names the cut fields).
+  tokens, before any prompt; `m3rec_graph.text.item_text.truncations(item)` names the cut fields).
 - Hypothesis properties: any JSON value, and any request-shaped value, either parses or raises
   `InvalidRequestError` with a one-line message; rendered item text is one line without data
   tags; MAR's coverage check accepts exactly the permutations of a chunk's ids.

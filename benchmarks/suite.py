@@ -42,12 +42,12 @@ from benchmarks.tokens import (
     resolve,
     token_notes,
 )
-from m3rec_graph.cache import InMemoryTraitCache
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.graph import M3RecGraph, build_graph
-from m3rec_graph.routing import context_for
-from m3rec_graph.schemas import ItemTraits
-from m3rec_graph.state import ItemDict, RecInput, RecOutput
+from m3rec_graph.contracts.schemas import ItemTraits
+from m3rec_graph.graph import build_graph
+from m3rec_graph.llm.routing import context_for
+from m3rec_graph.state import ItemDict, M3RecGraph, RecInput, RecOutput
+from m3rec_graph.storage.traits import InMemoryTraitCache
 
 MarMode = Literal["listwise", "pointwise"]
 HISTORY_LEN = 10

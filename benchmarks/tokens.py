@@ -1,6 +1,6 @@
 """Benchmarks 4 and 5: the trait cache's effect, and tokens per recommendation per stage.
 
-Both come from one dry run of `m3rec_graph.costing` (what `m3rec cost --dry-run`
+Both come from one dry run of `m3rec_graph.cost.estimate` (what `m3rec cost --dry-run`
 uses): the evaluation harness's users and candidates (`datasets.build_requests`,
 target + 19 negatives, seed 0), every stage call's real prompt rendered by the
 stages' own code and counted with tiktoken under the `gpt-4o` preset (all three
@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3rec_graph.costing import CostSettings, PresetEstimate, StageEstimate, estimate_costs
-from m3rec_graph.routing import PRESETS
-from m3rec_graph.tokens import encoding_for
+from m3rec_graph._internal.bpe import encoding_for
+from m3rec_graph.cost.estimate import CostSettings, PresetEstimate, StageEstimate, estimate_costs
+from m3rec_graph.llm.routing import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATASET = Path("../shared/data/amazon/beauty")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from m3rec_graph.datasets import Dataset, build_requests, load_dataset
+from m3rec_graph.evaluation.datasets import Dataset, build_requests, load_dataset
 
 
 def protocol(n_negatives: int, seed: int, min_history: int, max_history: int) -> str:

@@ -29,13 +29,13 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from m3rec_graph import InMemoryTraitCache, build_graph, context_for
-from m3rec_graph.costing import CostSettings, estimate_requests
-from m3rec_graph.demo import load_cases
-from m3rec_graph.request import parse_request
-from m3rec_graph.routing import PRESETS
-from m3rec_graph.runner import serving
+from m3rec_graph.cli.demo import load_cases
+from m3rec_graph.contracts.request import parse_request
+from m3rec_graph.cost.estimate import CostSettings, estimate_requests
+from m3rec_graph.integrations.runner import serving
+from m3rec_graph.llm.routing import PRESETS
+from m3rec_graph.llm.tokens import count_text
 from m3rec_graph.state import RecInput
-from m3rec_graph.tokens import count_text
 
 
 class AnswerRecorder(BaseCallbackHandler):

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from m3rec_graph.costing import COMPARISONS
-from m3rec_graph.usage import price_table
+from m3rec_graph.cost.estimate import COMPARISONS
+from m3rec_graph.llm.usage import price_table
 
 PRICES = price_table()
 

@@ -3,7 +3,7 @@
     python evals/sasrec.py --dataset ../shared/data/amazon/beauty --negatives 99 19 --seed 0 \
         --model-out runs/sasrec_beauty.pt
 
-The model, training and scoring live in `m3rec_graph.sasrec` (see its docstring);
+The model, training and scoring live in `m3rec_graph.evaluation.sasrec` (see its docstring);
 `m3rec eval --methods sasrec` uses the same code on a run's candidate sets. This
 script reproduces the all-users figures of docs/sasrec.md and compares them with
 the published ones. The trained model is saved to `--model-out` (default
@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from m3rec_graph.datasets import build_requests, load_dataset
-from m3rec_graph.metrics import metric_names
-from m3rec_graph.sasrec import (
+from m3rec_graph.evaluation.datasets import build_requests, load_dataset
+from m3rec_graph.evaluation.metrics import metric_names
+from m3rec_graph.evaluation.sasrec import (
     PUBLISHED_99,
     SASRecConfig,
     SASRecRanker,

@@ -36,11 +36,11 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from m3rec_graph import context_for, local_server
-from m3rec_graph.catalog import InMemoryCatalog
-from m3rec_graph.demo import load_cases
-from m3rec_graph.embed import TOOL_NAME, as_tool
-from m3rec_graph.local.server import local_base_url
-from m3rec_graph.routing import LOCAL_MODEL_NAME, default_preset, uses_local_server
+from m3rec_graph.cli.demo import load_cases
+from m3rec_graph.integrations.embed import TOOL_NAME, as_tool
+from m3rec_graph.llm.local_endpoint import local_base_url
+from m3rec_graph.llm.routing import LOCAL_MODEL_NAME, default_preset, uses_local_server
+from m3rec_graph.storage.catalog import InMemoryCatalog
 
 QUESTION = "What should I buy next?"
 REPLY_PROMPT = (

@@ -1,28 +1,18 @@
-"""m3rec-graph: motivation-aware LLM recommendation (MOPE -> MOTE -> MAR) as a LangGraph graph."""
+"""m3rec-graph: motivation-aware LLM recommendation (MOPE -> MOTE -> MAR) as a LangGraph graph.
 
-from m3rec_graph.cache import InMemoryTraitCache, SqliteTraitCache, TraitCache
-from m3rec_graph.catalog import (
-    Catalog,
-    InMemoryCatalog,
-    JsonlCatalog,
-    SqliteCatalog,
-    UnknownItemError,
-)
+Importing the package is cheap: `build_graph` and the module-level `graph` load
+`m3rec_graph.graph` on first access (PEP 562), and nothing here imports the
+evaluation stack (torch, matplotlib).
+"""
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from m3rec_graph.context import M3RecContext, ModelSpec
-from m3rec_graph.embed import as_node, as_tool, astream_progress
-from m3rec_graph.errors import (
-    ConfigurationError,
-    InvalidRequestError,
-    LocalServerError,
-    M3RecError,
-    ProviderAuthError,
-)
-from m3rec_graph.graph import build_graph, graph
-from m3rec_graph.local.server import local_server
-from m3rec_graph.models import ChatModelFactory, openai_chat_model
-from m3rec_graph.request import RecommendationRequest, parse_request
-from m3rec_graph.routing import PRESETS, RemoteContext, context_for, default_preset
-from m3rec_graph.schemas import (
+from m3rec_graph.contracts.request import RecommendationRequest, parse_request
+from m3rec_graph.contracts.schemas import (
     AlignmentScore,
     Dimension,
     Item,
@@ -30,7 +20,50 @@ from m3rec_graph.schemas import (
     MotivationProfile,
     RankedItem,
 )
+from m3rec_graph.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    LocalServerError,
+    M3RecError,
+    ProviderAuthError,
+)
+from m3rec_graph.integrations.embed import as_node, as_tool, astream_progress
+from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
+from m3rec_graph.llm.routing import PRESETS, RemoteContext, context_for, default_preset
+from m3rec_graph.local.server import local_server
 from m3rec_graph.state import RecInput, RecOutput
+from m3rec_graph.storage.catalog import (
+    Catalog,
+    InMemoryCatalog,
+    JsonlCatalog,
+    SqliteCatalog,
+    UnknownItemError,
+)
+from m3rec_graph.storage.traits import InMemoryTraitCache, SqliteTraitCache, TraitCache
+
+if TYPE_CHECKING:
+    from m3rec_graph.graph import build_graph, graph
+
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing `m3rec_graph.graph` makes the import system bind the submodule as
+        # the package attribute `graph`; the public name stays the compiled graph.
+        if name == "graph" and isinstance(value, types.ModuleType):
+            value = value.graph
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    # `m3rec_graph.graph` compiles the default graph when imported: defer it to first use.
+    if name in ("build_graph", "graph"):
+        module = importlib.import_module("m3rec_graph.graph")
+        return module.build_graph if name == "build_graph" else globals()["graph"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "PRESETS",

@@ -61,7 +61,7 @@ class ModelSpec:
     per second with no burst. Shared like `requests_per_second` (same `name`,
     `base_url` and limit); set it a little under the provider's limit, and keep
     `max_tokens` close to the answers' real size, since it is booked in full.
-    See `m3rec_graph.rate_limits`.
+    See `m3rec_graph.llm.rate_limits`.
     """
     max_inflight_requests: int | None = None
     """At most this many requests in flight at once to this endpoint (`None`: no cap).
@@ -95,7 +95,7 @@ class ModelSpec:
 class M3RecContext:
     """Static run context. Pass it as `graph.ainvoke(inputs, context=M3RecContext(...))`.
 
-    Build one from a named routing preset with `m3rec_graph.routing.context_for`.
+    Build one from a named routing preset with `m3rec_graph.llm.routing.context_for`.
     """
 
     mope_model: ModelSpec

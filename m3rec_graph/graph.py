@@ -36,31 +36,31 @@ straight to `rank`, which scores every candidate by profile-trait overlap.
 """
 
 import asyncio
-import random
 from functools import partial
 from typing import Any, Literal, cast, get_args
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite, Send
 
-from m3rec_graph.cache import SqliteTraitCache, TraitCache, cache_blocks, trait_cache_key
+from m3rec_graph._internal.bpe import load_encodings
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_alignment
-from m3rec_graph.models import ChatModelFactory, openai_chat_model
-from m3rec_graph.prompts import PromptName, is_loaded, load_prompt
-from m3rec_graph.render import truncations
-from m3rec_graph.request import RecommendationRequest, parse_request
-from m3rec_graph.routing import RemoteContext, get_context
-from m3rec_graph.schemas import Item, MotivationProfile, RankedItem
+from m3rec_graph.contracts.request import RecommendationRequest, parse_request
+from m3rec_graph.contracts.schemas import Item, MotivationProfile, RankedItem
+from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
+from m3rec_graph.llm.routing import RemoteContext, get_context
+from m3rec_graph.llm.usage import usage_report
+from m3rec_graph.prompts.loader import PromptName, is_loaded, load_prompt
+from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits, overlap_alignment
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mar import MarStage
 from m3rec_graph.stages.mope import MopeStage
 from m3rec_graph.stages.mote import MoteStage
+from m3rec_graph.stages.order import shown_order
 from m3rec_graph.state import (
     Degradation,
+    M3RecGraph,
     MarCandidate,
     MarTask,
     MopeTask,
@@ -70,22 +70,13 @@ from m3rec_graph.state import (
     State,
     Truncation,
 )
-from m3rec_graph.tokens import load_encodings
-from m3rec_graph.usage import usage_report
-
-M3RecGraph = CompiledStateGraph[State, M3RecContext, RecInput, RecOutput]
+from m3rec_graph.storage.traits import SqliteTraitCache, TraitCache, cache_blocks, trait_cache_key
+from m3rec_graph.text.item_text import truncations
 
 PROMPT_NAMES: tuple[PromptName, ...] = get_args(PromptName)
 
 ProgressEvent = Literal["started", "profile_ready", "items_encoded", "ranking_ready"]
-"""The `m3rec` key of the custom stream events the graph writes (see `m3rec_graph.embed`)."""
-
-
-def shown_order(item_ids: list[str], user_id: str, seed: int) -> list[str]:
-    """Return the seeded shuffle of `item_ids` every model sees (it also breaks score ties)."""
-    order = list(item_ids)
-    random.Random(f"{seed}:{user_id}").shuffle(order)
-    return order
+"""The `m3rec` key of the custom stream events the graph writes (see `m3rec_graph.integrations.embed`)."""
 
 
 def recent_history(request: RecommendationRequest, ctx: M3RecContext) -> list[Item]:

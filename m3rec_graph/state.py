@@ -4,12 +4,19 @@ import operator
 from typing import Annotated, Any, Literal, NotRequired
 
 from langgraph.channels import EphemeralValue
+from langgraph.graph.state import CompiledStateGraph
 from typing_extensions import TypedDict
 
-from m3rec_graph.context import Stage
-from m3rec_graph.request import RecommendationRequest
-from m3rec_graph.schemas import AlignmentScore, Item, ItemTraits, MotivationProfile, RankedItem
-from m3rec_graph.usage import CallUsage, UsageReport
+from m3rec_graph.context import M3RecContext, Stage
+from m3rec_graph.contracts.request import RecommendationRequest
+from m3rec_graph.contracts.schemas import (
+    AlignmentScore,
+    Item,
+    ItemTraits,
+    MotivationProfile,
+    RankedItem,
+)
+from m3rec_graph.llm.usage import CallUsage, UsageReport
 
 
 def merge_dicts(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
@@ -182,3 +189,7 @@ class MarOutput(TypedDict):
     scores: dict[str, AlignmentScore]
     usage_log: list[CallUsage]
     degraded: list[Degradation]
+
+
+M3RecGraph = CompiledStateGraph[State, M3RecContext, RecInput, RecOutput]
+"""The compiled recommendation graph's type (what `build_graph` returns)."""

@@ -18,7 +18,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 
 from m3rec_graph.context import ModelSpec
-from m3rec_graph.schemas import Dimension
+from m3rec_graph.contracts.schemas import Dimension
 
 Responder = Callable[[str, str], str | BaseException]
 """(stage, prompt text) -> the answer's JSON text, or an exception to raise."""

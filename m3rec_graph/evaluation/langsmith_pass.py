@@ -13,13 +13,13 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from m3rec_graph.datasets import EvalCase
+from m3rec_graph.evaluation.datasets import EvalCase
+from m3rec_graph.evaluation.langsmith_experiment import ExperimentSummary, arun_experiment
 from m3rec_graph.evaluation.methods import MethodEnv, Scorer, m3rec_context, prompt_versions
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.settings import EvalSlice, MethodSpec
 from m3rec_graph.evaluation.store import ResultKey, append_result
-from m3rec_graph.langsmith_experiment import ExperimentSummary, arun_experiment
-from m3rec_graph.runner import flush_traces
+from m3rec_graph.integrations.runner import flush_traces
 
 _USAGE_FIELDS = ("llm_calls", "total_tokens", "cost_usd", "degraded")
 

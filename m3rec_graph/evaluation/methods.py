@@ -15,20 +15,25 @@ from typing import Any, TextIO, cast
 
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
-from m3rec_graph.baselines import PopularityBaseline, RandomBaseline, Ranker, TextSimilarityBaseline
-from m3rec_graph.cache import SqliteTraitCache
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.datasets import Dataset, EvalCase
+from m3rec_graph.evaluation.baselines import (
+    PopularityBaseline,
+    RandomBaseline,
+    Ranker,
+    TextSimilarityBaseline,
+)
+from m3rec_graph.evaluation.datasets import Dataset, EvalCase
+from m3rec_graph.evaluation.metrics import rank_of
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.settings import EvalSlice, EvaluationError, MethodSpec
 from m3rec_graph.evaluation.store import append_result
-from m3rec_graph.graph import M3RecGraph, build_graph
-from m3rec_graph.metrics import rank_of
-from m3rec_graph.models import ChatModelFactory
-from m3rec_graph.prompts import load_prompt
-from m3rec_graph.routing import context_for
-from m3rec_graph.runner import flush_traces
-from m3rec_graph.state import RecInput
+from m3rec_graph.graph import build_graph
+from m3rec_graph.integrations.runner import flush_traces
+from m3rec_graph.llm.factory import ChatModelFactory
+from m3rec_graph.llm.routing import context_for
+from m3rec_graph.prompts.loader import load_prompt
+from m3rec_graph.state import M3RecGraph, RecInput
+from m3rec_graph.storage.traits import SqliteTraitCache
 
 TRAITS_FILE = "traits.sqlite"
 SASREC_FILE = "sasrec.pt"
@@ -51,7 +56,7 @@ class MethodEnv:
     concurrency: int
     """m3rec users in flight at once (each user's own LLM calls fan out as the graph allows)."""
     sasrec_config: Any = None
-    """A `m3rec_graph.sasrec.SASRecConfig` (None: its defaults)."""
+    """A `m3rec_graph.evaluation.sasrec.SASRecConfig` (None: its defaults)."""
     prompt_overrides: Mapping[str, str] = field(default_factory=dict)
     """Stage prompt name -> prompt file for every m3rec method (`M3RecContext.prompt_overrides`)."""
 
@@ -100,7 +105,7 @@ def make_ranker(spec: MethodSpec, env: MethodEnv) -> Ranker:
 def _sasrec_ranker(env: MethodEnv) -> Ranker:
     """Train SASRec on the dataset's training splits once per run directory (then load it)."""
     try:
-        from m3rec_graph import sasrec  # noqa: PLC0415  (torch is an optional extra)
+        from m3rec_graph.evaluation import sasrec  # noqa: PLC0415  (torch is an optional extra)
     except ImportError as exc:
         raise EvaluationError(
             f"the sasrec method needs PyTorch ({exc}); install it with pip install 'm3rec-graph[eval]'"
@@ -287,20 +292,36 @@ def run_m3rec(
     env: MethodEnv,
     graph: M3RecGraph,
 ) -> None:
-    """Run the graph for every case through the Runnable batch API, appending each user as it finishes.
+    """Run the graph for every case, `env.concurrency` users in flight, appending each as it finishes.
 
-    `abatch_as_completed` keeps `env.concurrency` users in flight and yields
-    each as soon as it is done, so a crash loses only the users in flight.
+    Users start in `todo` order and each line is written as soon as its user is
+    done, so a crash loses only the users in flight. The start order matters:
+    the first user to meet an uncached item pays its MOTE call, so per-user calls
+    and costs are reproducible only if every run starts users in the same order.
+    (`Runnable.abatch_as_completed` starts them in `asyncio.as_completed`'s
+    set order, which varies from process to process.)
     """
     per_user = RunnableLambda(
         m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides), name="m3rec_eval_user"
     )
 
     async def run_all() -> None:
-        batch = per_user.abatch_as_completed(list(todo), {"max_concurrency": env.concurrency})
-        async for _, record in batch:
-            append_result(handle, record)
-            bar.advance(record["total_tokens"], record["cost_usd"])
+        gate = asyncio.Semaphore(env.concurrency)  # FIFO: waiters enter in the order they queued
+
+        async def one(case: EvalCase) -> dict[str, Any]:
+            async with gate:
+                return await per_user.ainvoke(case)
+
+        tasks = [asyncio.create_task(one(case)) for case in todo]  # scheduled in todo order
+        try:
+            for finished in asyncio.as_completed(tasks):
+                record = await finished
+                append_result(handle, record)
+                bar.advance(record["total_tokens"], record["cost_usd"])
+        finally:  # a failed user stops the run: the others are cancelled, not left running
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides)):
         try:

@@ -10,7 +10,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
-from m3rec_graph.metrics import DEFAULT_K, MetricSummary, metric_names, summarise, user_metrics
+from m3rec_graph.evaluation.metrics import (
+    DEFAULT_K,
+    MetricSummary,
+    metric_names,
+    summarise,
+    user_metrics,
+)
 
 REPORT_FILE = "report.md"
 RESULTS_JSON = "results.json"
@@ -229,7 +235,7 @@ def write_plots(
     out_dir: Path, by_slice: Mapping[str, Sequence[MethodReport]], chance: Mapping[str, float]
 ) -> list[str]:
     """Draw the metric and cold-start plots; return the files written (none without matplotlib)."""
-    from m3rec_graph import plots  # noqa: PLC0415  (matplotlib is an optional extra)
+    from m3rec_graph.evaluation import plots  # noqa: PLC0415  (matplotlib is an optional extra)
 
     points = [
         plots.MetricPoint(

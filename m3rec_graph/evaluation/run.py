@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from m3rec_graph.baselines import Ranker
-from m3rec_graph.datasets import EvalCase, load_dataset
 from m3rec_graph.errors import ConfigurationError
+from m3rec_graph.evaluation.baselines import Ranker
+from m3rec_graph.evaluation.datasets import EvalCase, load_dataset
 from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
@@ -50,10 +50,10 @@ from m3rec_graph.evaluation.store import (
     run_lock,
     write_atomically,
 )
-from m3rec_graph.graph import M3RecGraph
-from m3rec_graph.models import ChatModelFactory, openai_chat_model
-from m3rec_graph.prompts import PromptName, load_prompt
-from m3rec_graph.runner import serving
+from m3rec_graph.integrations.runner import serving
+from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
+from m3rec_graph.prompts.loader import PromptName, load_prompt
+from m3rec_graph.state import M3RecGraph
 
 HARNESS_PROMPTS = ("mope", "mote", "mar_listwise")
 """The stage prompts the harness's m3rec methods use (MAR runs listwise), so the ones `prompt_overrides` may replace."""

@@ -23,7 +23,7 @@ from m3rec_graph.context import STAGES, M3RecContext
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.settings import EvaluationError, MethodSpec
 from m3rec_graph.evaluation.store import ResultKey, write_atomically
-from m3rec_graph.routing import LOCAL_MODEL_NAME, PRESETS
+from m3rec_graph.llm.routing import LOCAL_MODEL_NAME, PRESETS
 
 MODELS_FILE = "models.json"
 MODELS_FORMAT = 1

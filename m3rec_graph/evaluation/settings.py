@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Literal
 
 from m3rec_graph.context import ABLATIONS, Ablation
-from m3rec_graph.datasets import NEGATIVE_SAMPLING, EvalCase, NegativeSampling
 from m3rec_graph.errors import M3RecError
-from m3rec_graph.routing import PRESETS, default_preset
+from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING, EvalCase, NegativeSampling
+from m3rec_graph.llm.routing import PRESETS, default_preset
 
 MethodKind = Literal["random", "popularity", "text", "sasrec", "m3rec"]
 METHOD_KINDS: tuple[MethodKind, ...] = ("random", "popularity", "text", "sasrec", "m3rec")

@@ -32,15 +32,15 @@ from typing import Any, TextIO, cast
 if sys.platform != "win32":
     import fcntl
 
-from m3rec_graph.datasets import (
+from m3rec_graph._internal.jsonl import json_lines
+from m3rec_graph.errors import DatasetError
+from m3rec_graph.evaluation.datasets import (
     Dataset,
     EvalCase,
     build_requests,
     dataset_fingerprint,
 )
-from m3rec_graph.errors import DatasetError
 from m3rec_graph.evaluation.settings import EvalSettings, EvaluationError
-from m3rec_graph.jsonl import json_lines
 
 SETTINGS_FILE = "settings.json"
 CANDIDATES_FILE = "candidates.jsonl"

@@ -1,1 +1,1 @@
-"""The provider layer: the model registry (prices, lifecycle, capabilities)."""
+"""The provider layer: model factory, registry (prices, lifecycle, capabilities), routing, tokens, rate limits, usage."""

@@ -42,7 +42,7 @@ class ModelListing:
 
 
 def _routed() -> dict[str, list[str]]:
-    from m3rec_graph.routing import LOCAL_MODEL_NAME, PRESETS  # noqa: PLC0415 - routing imports this layer
+    from m3rec_graph.llm.routing import LOCAL_MODEL_NAME, PRESETS  # noqa: PLC0415 - routing imports this layer
 
     routed: dict[str, list[str]] = {}
     for preset, stages in PRESETS.items():

@@ -13,16 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from m3rec_graph._internal.paths import cache_dir
 from m3rec_graph.errors import LocalServerError
+from m3rec_graph.llm.local_endpoint import local_base_url
 from m3rec_graph.local.model import ensure_model
-from m3rec_graph.paths import cache_dir
-
-DEFAULT_PORT = 8765
-
-
-def local_base_url() -> str:
-    """Return the OpenAI-compatible base URL of the local server (`M3REC_LOCAL_URL` overrides)."""
-    return os.environ.get("M3REC_LOCAL_URL", f"http://127.0.0.1:{DEFAULT_PORT}/v1")
 
 
 def _root(base_url: str) -> str:

@@ -51,13 +51,13 @@ from langgraph.types import Command, Send
 from pydantic import BaseModel
 
 from m3rec_graph.context import M3RecContext, Stage
+from m3rec_graph.contracts.schemas import AnswerContract
 from m3rec_graph.errors import LocalServerError, ProviderAuthError, ProviderRequestError
-from m3rec_graph.local.server import local_base_url
-from m3rec_graph.models import ChatModelFactory, ainvoke_structured
-from m3rec_graph.prompts import PromptName, StagePrompt, load_prompt
-from m3rec_graph.routing import get_context
-from m3rec_graph.schemas import AnswerContract
-from m3rec_graph.usage import call_usage
+from m3rec_graph.llm.factory import ChatModelFactory, ainvoke_structured
+from m3rec_graph.llm.local_endpoint import local_base_url
+from m3rec_graph.llm.routing import get_context
+from m3rec_graph.llm.usage import call_usage
+from m3rec_graph.prompts.loader import PromptName, StagePrompt, load_prompt
 
 DEGRADABLE_ERRORS: tuple[type[BaseException], ...] = (
     ModelRateLimitError,

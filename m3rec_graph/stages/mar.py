@@ -8,23 +8,23 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.fallbacks import overlap_alignment
-from m3rec_graph.models import ChatModelFactory
-from m3rec_graph.prompts import PromptName
-from m3rec_graph.render import (
-    candidate_line,
-    candidate_text_line,
-    history_profile_block,
-    profile_block,
-)
-from m3rec_graph.schemas import (
+from m3rec_graph.contracts.schemas import (
     POINTWISE_CONTRACT,
     AlignmentScore,
     AnswerContract,
     Judgement,
     listwise_contract,
 )
+from m3rec_graph.llm.factory import ChatModelFactory
+from m3rec_graph.prompts.loader import PromptName
+from m3rec_graph.stages.fallbacks import overlap_alignment
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
+from m3rec_graph.stages.render import (
+    candidate_line,
+    candidate_text_line,
+    history_profile_block,
+    profile_block,
+)
 from m3rec_graph.state import MarOutput, MarState, MarTask
 
 

@@ -6,12 +6,12 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.fallbacks import fallback_profile
-from m3rec_graph.models import ChatModelFactory
-from m3rec_graph.prompts import PromptName
-from m3rec_graph.render import dimensions_block, history_block
-from m3rec_graph.schemas import AnswerContract, profile_contract, profile_from_answer
+from m3rec_graph.contracts.schemas import AnswerContract, profile_contract, profile_from_answer
+from m3rec_graph.llm.factory import ChatModelFactory
+from m3rec_graph.prompts.loader import PromptName
+from m3rec_graph.stages.fallbacks import fallback_profile
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
+from m3rec_graph.stages.render import dimensions_block, history_block
 from m3rec_graph.state import MopeOutput, MopeState, MopeTask
 
 

@@ -16,15 +16,16 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
-from m3rec_graph.cache import TraitCache, cache_blocks
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.fallbacks import neutral_traits
-from m3rec_graph.models import ChatModelFactory
-from m3rec_graph.prompts import PromptName
-from m3rec_graph.render import dimensions_block, item_text
-from m3rec_graph.schemas import TRAITS_CONTRACT, AnswerContract, TraitsAnswer
+from m3rec_graph.contracts.schemas import TRAITS_CONTRACT, AnswerContract, TraitsAnswer
+from m3rec_graph.llm.factory import ChatModelFactory
+from m3rec_graph.prompts.loader import PromptName
+from m3rec_graph.stages.fallbacks import neutral_traits
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
+from m3rec_graph.stages.render import dimensions_block
 from m3rec_graph.state import MoteOutput, MoteState, MoteTask
+from m3rec_graph.storage.traits import TraitCache, cache_blocks
+from m3rec_graph.text.item_text import item_text
 
 logger = logging.getLogger(__name__)
 

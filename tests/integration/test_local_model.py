@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from m3rec_graph import InMemoryTraitCache, SqliteTraitCache, build_graph, context_for
-from m3rec_graph.demo import load_cases
-from m3rec_graph.fallbacks import fallback_profile, neutral_traits
-from m3rec_graph.models import openai_chat_model
-from m3rec_graph.schemas import Item
+from m3rec_graph.cli.demo import load_cases
+from m3rec_graph.contracts.schemas import Item
+from m3rec_graph.llm.factory import openai_chat_model
+from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits
 from m3rec_graph.stages.mar import build_mar_graph
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import pytest
 
 from m3rec_graph import InMemoryTraitCache, build_graph, context_for
 from m3rec_graph.context import ABLATIONS
-from m3rec_graph.routing import RemoteContext
-from m3rec_graph.schemas import Dimension
+from m3rec_graph.contracts.schemas import Dimension
+from m3rec_graph.llm.routing import RemoteContext
 from m3rec_graph.state import RecInput
 from tests.fakes import ScriptedModels, candidate_ids_in, default_responder, traits_answer
 

@@ -24,10 +24,9 @@ from m3rec_graph import (
     build_graph,
     context_for,
 )
-from m3rec_graph.cli import main
-from m3rec_graph.render import FIELD_LIMITS, FIELD_TOKEN_LIMITS, clean_text, item_text, truncations
-from m3rec_graph.request import MAX_CANDIDATES, parse_request
-from m3rec_graph.schemas import (
+from m3rec_graph.cli.app import main
+from m3rec_graph.contracts.request import MAX_CANDIDATES, parse_request
+from m3rec_graph.contracts.schemas import (
     AnswerContract,
     Dimension,
     Item,
@@ -36,9 +35,16 @@ from m3rec_graph.schemas import (
     per_id_profile_model,
     profile_contract,
 )
+from m3rec_graph.llm.tokens import count_text
 from m3rec_graph.stages.mar import answered_ids, check_covers_exactly
 from m3rec_graph.state import RecInput
-from m3rec_graph.tokens import count_text
+from m3rec_graph.text.item_text import (
+    FIELD_LIMITS,
+    FIELD_TOKEN_LIMITS,
+    clean_text,
+    item_text,
+    truncations,
+)
 from tests.fakes import ScriptedModels, candidate_ids_in, default_responder, item_id_in
 
 HISTORY = [{"item_id": "h1", "title": "Red nail polish"}, {"item_id": "h2", "title": "Glitter top coat"}]

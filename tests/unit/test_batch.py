@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from m3rec_graph import InMemoryTraitCache, SqliteTraitCache, context_for
-from m3rec_graph.batch import (
+from m3rec_graph.cli.app import main
+from m3rec_graph.contracts.schemas import Dimension, Item, TraitsAnswer
+from m3rec_graph.cost.batch_api import (
     BATCH_URL,
     BatchFileError,
     BatchManifest,
@@ -16,15 +18,13 @@ from m3rec_graph.batch import (
     plan_mote_batch,
     write_batch,
 )
-from m3rec_graph.cache import trait_cache_key
-from m3rec_graph.cli import main
-from m3rec_graph.datasets import build_requests, load_dataset
 from m3rec_graph.errors import ConfigurationError
-from m3rec_graph.prompts import load_prompt
-from m3rec_graph.routing import local_model, openai_model
-from m3rec_graph.schemas import Dimension, Item, TraitsAnswer
+from m3rec_graph.evaluation.datasets import build_requests, load_dataset
+from m3rec_graph.llm.routing import local_model, openai_model
+from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.state import MoteState
+from m3rec_graph.storage.traits import trait_cache_key
 
 BEAUTY = Path(__file__).parents[1] / "fixtures" / "beauty_small"
 ITEMS = [

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from m3rec_graph.cli import main
+from m3rec_graph.cli.app import main
 
 GOOD_ITEM = {"item_id": "a", "title": "Lip balm"}
 

@@ -8,12 +8,13 @@ import tiktoken
 from langchain_core.messages import AIMessage, HumanMessage
 
 from m3rec_graph import ConfigurationError, SqliteTraitCache, context_for
-from m3rec_graph.cache import trait_cache_key
-from m3rec_graph.fallbacks import fallback_profile, neutral_traits, overlap_score
-from m3rec_graph.routing import default_preset, parse_overrides
-from m3rec_graph.schemas import DimensionStrengths, Item, ItemTraits
-from m3rec_graph.tokens import count_messages, seed_bpe_files
-from m3rec_graph.usage import call_usage, price_table, usage_report
+from m3rec_graph._internal.bpe import seed_bpe_files
+from m3rec_graph.contracts.schemas import DimensionStrengths, Item, ItemTraits
+from m3rec_graph.llm.routing import default_preset, parse_overrides
+from m3rec_graph.llm.tokens import count_messages
+from m3rec_graph.llm.usage import call_usage, price_table, usage_report
+from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits, overlap_score
+from m3rec_graph.storage.traits import trait_cache_key
 
 
 def test_presets_route_like_the_paper() -> None:
@@ -122,7 +123,7 @@ def test_sqlite_cache_opens_while_another_connection_writes(tmp_path: Path) -> N
     import threading
     import time as _time
 
-    from m3rec_graph.cache import SqliteTraitCache
+    from m3rec_graph.storage.traits import SqliteTraitCache
 
     path = tmp_path / "copied.sqlite"
     setup = sqlite3.connect(path)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from m3rec_graph import cli
-from m3rec_graph.cost_experiment import COST_PLOT, COST_REPORT, run_cost_experiment
+from m3rec_graph.cli import app as cli
+from m3rec_graph.cost.measure import COST_PLOT, COST_REPORT, run_cost_experiment
 from m3rec_graph.evaluation import EvalSettings
 from tests.fakes import ScriptedModels, default_responder
 from tests.unit.test_evaluation import Served

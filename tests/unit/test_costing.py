@@ -13,9 +13,15 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
 from m3rec_graph import InMemoryTraitCache, build_graph, context_for
-from m3rec_graph.cache import trait_cache_key
 from m3rec_graph.context import ModelSpec
-from m3rec_graph.costing import (
+from m3rec_graph.contracts.request import RecommendationRequest, parse_request
+from m3rec_graph.contracts.schemas import (
+    PointwiseScore,
+    TraitsAnswer,
+    listwise_contract,
+    profile_contract,
+)
+from m3rec_graph.cost.estimate import (
     CostSettings,
     OutputAssumptions,
     TokenCounter,
@@ -30,21 +36,15 @@ from m3rec_graph.costing import (
     typical_profile_answer,
     typical_traits_answer,
 )
-from m3rec_graph.datasets import build_requests, load_dataset
 from m3rec_graph.errors import ConfigurationError
+from m3rec_graph.evaluation.datasets import build_requests, load_dataset
 from m3rec_graph.llm.registry import registry
-from m3rec_graph.openai_requests import params_text, schema_transport, structured_params
-from m3rec_graph.prompts import load_prompt
-from m3rec_graph.request import RecommendationRequest, parse_request
-from m3rec_graph.routing import openai_model
-from m3rec_graph.schemas import (
-    PointwiseScore,
-    TraitsAnswer,
-    listwise_contract,
-    profile_contract,
-)
+from m3rec_graph.llm.request_body import params_text, schema_transport, structured_params
+from m3rec_graph.llm.routing import openai_model
+from m3rec_graph.llm.tokens import count_messages, count_text
+from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.state import RecInput
-from m3rec_graph.tokens import count_messages, count_text
+from m3rec_graph.storage.traits import trait_cache_key
 from tests.fakes import (
     Responder,
     ScriptedChatModel,
@@ -310,7 +310,7 @@ def test_bad_settings_are_configuration_errors() -> None:
 def test_cli_dry_run_prints_tables_and_writes_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from m3rec_graph.cli import main
+    from m3rec_graph.cli.app import main
 
     out = tmp_path / "cost.json"
     main([
@@ -335,7 +335,7 @@ def test_cli_dry_run_prints_tables_and_writes_json(
 def test_cli_bad_cost_input_exits_2_with_one_line(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    from m3rec_graph.cli import main
+    from m3rec_graph.cli.app import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["cost", "--dataset", str(BEAUTY), "--users", "2", *argv])

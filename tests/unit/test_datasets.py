@@ -11,7 +11,10 @@ from statistics import mean
 import pytest
 
 import m3rec_graph
-from m3rec_graph.datasets import (
+from m3rec_graph.contracts.request import parse_request
+from m3rec_graph.contracts.schemas import Item
+from m3rec_graph.errors import DatasetError, M3RecError
+from m3rec_graph.evaluation.datasets import (
     Dataset,
     build_requests,
     item_popularity,
@@ -19,10 +22,7 @@ from m3rec_graph.datasets import (
     sample_candidates,
     split_leave_one_out,
 )
-from m3rec_graph.errors import DatasetError, M3RecError
-from m3rec_graph.render import item_text
-from m3rec_graph.request import parse_request
-from m3rec_graph.schemas import Item
+from m3rec_graph.text.item_text import item_text
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 BEAUTY = FIXTURES / "beauty_small"

@@ -24,22 +24,27 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from m3rec_graph import InMemoryTraitCache, build_graph, context_for
-from m3rec_graph.catalog import (
+from m3rec_graph.cli.demo import load_cases
+from m3rec_graph.contracts.schemas import Item, RankedItem
+from m3rec_graph.errors import ConfigurationError, InvalidRequestError
+from m3rec_graph.evaluation.datasets import load_dataset
+from m3rec_graph.integrations.embed import (
+    CHECKPOINT_TYPES,
+    TOOL_NAME,
+    as_node,
+    as_tool,
+    astream_progress,
+)
+from m3rec_graph.llm.routing import LOCAL_MODEL_NAME
+from m3rec_graph.state import M3RecGraph, RecInput
+from m3rec_graph.storage.catalog import (
     InMemoryCatalog,
     JsonlCatalog,
     SqliteCatalog,
     UnknownItemError,
     resolve_items,
 )
-from m3rec_graph.datasets import load_dataset
-from m3rec_graph.demo import load_cases
-from m3rec_graph.embed import CHECKPOINT_TYPES, TOOL_NAME, as_node, as_tool, astream_progress
-from m3rec_graph.errors import ConfigurationError, InvalidRequestError
-from m3rec_graph.graph import M3RecGraph
-from m3rec_graph.render import clean_text
-from m3rec_graph.routing import LOCAL_MODEL_NAME
-from m3rec_graph.schemas import Item, RankedItem
-from m3rec_graph.state import RecInput
+from m3rec_graph.text.item_text import clean_text
 from tests.fakes import ScriptedModels, default_responder
 from tests.host_fakes import ScriptedHostModel, call_then_answer
 

@@ -17,7 +17,7 @@ import pytest
 from langsmith.utils import get_env_var
 
 from m3rec_graph.evaluation import EvalRun, EvalSettings, parse_methods, run_evaluation
-from m3rec_graph.metrics import user_metrics
+from m3rec_graph.evaluation.metrics import user_metrics
 from tests.fakes import ScriptedModels, default_responder
 from tests.langsmith_api_stub import LangSmithApiStub
 from tests.unit.test_evaluation import Served
@@ -130,7 +130,7 @@ def test_a_rerun_is_a_new_experiment_without_model_calls(
 def test_a_prompt_variant_is_recorded_in_the_experiment_metadata(
     stub: LangSmithApiStub, tmp_path: Path
 ) -> None:
-    from m3rec_graph.prompts import load_prompt
+    from m3rec_graph.prompts.loader import load_prompt
     from tests.unit.test_eval_prompt_overrides import mar_variant
 
     variant = mar_variant(tmp_path)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from m3rec_graph import eval_cli
+from m3rec_graph.cli import eval as eval_cli
 from m3rec_graph.evaluation import (
     RESULTS_FILE,
     EvalRun,
@@ -16,7 +16,7 @@ from m3rec_graph.evaluation import (
     parse_methods,
     run_evaluation,
 )
-from m3rec_graph.prompts import load_prompt, prompt_dir
+from m3rec_graph.prompts.loader import load_prompt, prompt_dir
 from tests.fakes import ScriptedModels, default_responder
 from tests.unit.test_evaluation import BEAUTY, Served, read_lines
 from tests.unit.test_evaluation import eval_cli as run_eval_cli

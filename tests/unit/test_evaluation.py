@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from m3rec_graph import cli
-from m3rec_graph.baselines import PopularityBaseline, RandomBaseline, training_popularity
+from m3rec_graph.cli import app as cli
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.datasets import EvalCase, item_popularity, load_dataset
+from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.evaluation import (
     CANDIDATES_FILE,
     RESULTS_FILE,
@@ -32,7 +31,9 @@ from m3rec_graph.evaluation import (
     run_evaluation,
     store,
 )
-from m3rec_graph.metrics import (
+from m3rec_graph.evaluation.baselines import PopularityBaseline, RandomBaseline, training_popularity
+from m3rec_graph.evaluation.datasets import EvalCase, item_popularity, load_dataset
+from m3rec_graph.evaluation.metrics import (
     MetricSummary,
     hit_at,
     metric_names,
@@ -43,7 +44,6 @@ from m3rec_graph.metrics import (
     summarise,
     user_metrics,
 )
-from m3rec_graph.schemas import Item
 from tests.fakes import ScriptedModels, default_responder, history_ids_in
 
 ROOT = Path(__file__).parents[2]

@@ -18,9 +18,9 @@ from m3rec_graph import (
     build_graph,
     context_for,
 )
+from m3rec_graph.contracts.schemas import Dimension
 from m3rec_graph.errors import ProviderRequestError
-from m3rec_graph.prompts import load_prompt
-from m3rec_graph.schemas import Dimension
+from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.state import RecInput
 from tests.fakes import (
     Responder,

@@ -32,7 +32,7 @@ from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
 from m3rec_graph import InMemoryTraitCache, M3RecContext, ModelSpec, build_graph, context_for
-from m3rec_graph.cli import main, to_json
+from m3rec_graph.cli.app import main, to_json
 from m3rec_graph.state import RecInput
 from tests.fakes import (
     ScriptedModels,

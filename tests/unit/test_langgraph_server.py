@@ -32,12 +32,13 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from m3rec_graph import InMemoryTraitCache, build_graph
-from m3rec_graph.datasets import item_dict, load_dataset
-from m3rec_graph.embed import CHECKPOINT_TYPES
+from m3rec_graph.contracts.request import item_dict
 from m3rec_graph.errors import ConfigurationError
-from m3rec_graph.render import truncations
-from m3rec_graph.routing import LOCAL_MODEL_NAME, RemoteContext, context_for
+from m3rec_graph.evaluation.datasets import load_dataset
+from m3rec_graph.integrations.embed import CHECKPOINT_TYPES
+from m3rec_graph.llm.routing import LOCAL_MODEL_NAME, RemoteContext, context_for
 from m3rec_graph.state import RecInput
+from m3rec_graph.text.item_text import truncations
 from tests.fakes import ScriptedModels, default_responder
 from tests.fault_server import FaultConfig, FaultServer
 

@@ -16,9 +16,10 @@ from langsmith import Client
 from langsmith.utils import get_env_var
 from urllib3.util.retry import Retry
 
-from m3rec_graph.datasets import EvalCase
+from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.errors import M3RecError
-from m3rec_graph.langsmith_experiment import (
+from m3rec_graph.evaluation.datasets import EvalCase
+from m3rec_graph.evaluation.langsmith_experiment import (
     ExperimentSummary,
     LangSmithConfigError,
     LangSmithServiceError,
@@ -26,8 +27,7 @@ from m3rec_graph.langsmith_experiment import (
     langsmith_dataset_name,
     upload_cases,
 )
-from m3rec_graph.metrics import metric_names
-from m3rec_graph.schemas import Item
+from m3rec_graph.evaluation.metrics import metric_names
 from tests.langsmith_api_stub import LangSmithApiStub
 
 N_CANDIDATES = 20

@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from m3rec_graph.context import ModelSpec
+from m3rec_graph.contracts.schemas import TraitsAnswer
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.llm import registry as reg
 from m3rec_graph.llm.catalogue import format_models, list_models
@@ -25,12 +26,17 @@ from m3rec_graph.llm.registry import (
     registry,
     today,
 )
-from m3rec_graph.openai_requests import chat_request_body
-from m3rec_graph.render import TOKENIZER_MODEL
-from m3rec_graph.routing import DEFAULT_EFFORTS, PRESETS, RemoteContext, context_for, openai_model
-from m3rec_graph.schemas import TraitsAnswer
-from m3rec_graph.tokens import count_text
-from m3rec_graph.usage import call_usage, usage_report
+from m3rec_graph.llm.request_body import chat_request_body
+from m3rec_graph.llm.routing import (
+    DEFAULT_EFFORTS,
+    PRESETS,
+    RemoteContext,
+    context_for,
+    openai_model,
+)
+from m3rec_graph.llm.tokens import count_text
+from m3rec_graph.llm.usage import call_usage, usage_report
+from m3rec_graph.text.item_text import TOKENIZER_MODEL
 
 BEFORE_GPT4O_SHUTDOWN = "2026-12-03"
 AFTER_GPT4O_SHUTDOWN = "2027-01-20"

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from m3rec_graph import plots
 from m3rec_graph.errors import M3RecError
-from m3rec_graph.metrics import metric_names
-from m3rec_graph.plots import (
+from m3rec_graph.evaluation import plots
+from m3rec_graph.evaluation.metrics import metric_names
+from m3rec_graph.evaluation.plots import (
     CostPoint,
     MetricPoint,
     PlotUnavailableError,

@@ -11,8 +11,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langsmith import Client
 from urllib3.util import Retry
 
-from m3rec_graph import cli
-from m3rec_graph.prompt_hub import (
+from m3rec_graph.cli import app as cli
+from m3rec_graph.prompts.hub import (
     PROMPT_NAMES,
     PromptHubError,
     prompt_file_text,
@@ -20,7 +20,7 @@ from m3rec_graph.prompt_hub import (
     push_prompts,
     resolve_names,
 )
-from m3rec_graph.prompts import load_prompt, prompt_dir
+from m3rec_graph.prompts.loader import load_prompt, prompt_dir
 from m3rec_graph.state import RecInput
 from tests.langsmith_hub_stub import PromptHubStub
 

@@ -15,15 +15,15 @@ from langchain_openai import ChatOpenAI
 from benchmarks.rate_limits import Settings, run_all
 from m3rec_graph import ModelSpec
 from m3rec_graph.errors import ConfigurationError
-from m3rec_graph.models import openai_chat_model
-from m3rec_graph.rate_limits import (
+from m3rec_graph.llm.factory import openai_chat_model
+from m3rec_graph.llm.rate_limits import (
     InflightCap,
     RequestLimiter,
     TokenPacer,
     rate_limiter_for,
     request_tokens,
 )
-from m3rec_graph.tokens import count_messages
+from m3rec_graph.llm.tokens import count_messages
 
 
 class FakeClock:

@@ -13,9 +13,9 @@ from typing import Any, cast
 import pytest
 
 from m3rec_graph import InMemoryTraitCache, build_graph, context_for
-from m3rec_graph.cli import main
+from m3rec_graph.cli.app import main
 from m3rec_graph.errors import ProviderRequestError
-from m3rec_graph.routing import PRESETS
+from m3rec_graph.llm.routing import PRESETS
 from m3rec_graph.state import RecInput
 from tests.fault_server import FaultConfig, FaultServer
 

@@ -34,10 +34,10 @@ from benchmarks.soak import (
 )
 from m3rec_graph import InMemoryTraitCache, ModelSpec, build_graph
 from m3rec_graph.context import StructuredMethod
+from m3rec_graph.contracts.schemas import TraitsAnswer, listwise_contract
 from m3rec_graph.errors import ConfigurationError
-from m3rec_graph.models import ainvoke_structured, openai_chat_model, rate_limiter_for
-from m3rec_graph.schemas import TraitsAnswer, listwise_contract
-from m3rec_graph.usage import call_usage
+from m3rec_graph.llm.factory import ainvoke_structured, openai_chat_model, rate_limiter_for
+from m3rec_graph.llm.usage import call_usage
 from tests.fault_server import (
     FAULT_KINDS,
     FaultConfig,

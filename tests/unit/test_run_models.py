@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from m3rec_graph import routing
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation import (
     MODELS_FILE,
@@ -21,7 +20,8 @@ from m3rec_graph.evaluation import (
     read_method_models,
     resolved_models,
 )
-from m3rec_graph.routing import context_for
+from m3rec_graph.llm import routing
+from m3rec_graph.llm.routing import context_for
 from tests.unit.test_evaluation import BEAUTY, eval_cli, fake_models, read_lines, run
 
 USERS = 3

@@ -10,17 +10,17 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from evals import sasrec as sasrec_cli  # noqa: E402
-from m3rec_graph import sasrec  # noqa: E402
-from m3rec_graph.baselines import RandomBaseline  # noqa: E402
-from m3rec_graph.datasets import (  # noqa: E402
+from m3rec_graph.contracts.schemas import Item  # noqa: E402
+from m3rec_graph.evaluation import sasrec  # noqa: E402
+from m3rec_graph.evaluation.baselines import RandomBaseline  # noqa: E402
+from m3rec_graph.evaluation.datasets import (  # noqa: E402
     Dataset,
     EvalCase,
     build_requests,
     load_dataset,
     split_leave_one_out,
 )
-from m3rec_graph.metrics import rank_of  # noqa: E402
-from m3rec_graph.schemas import Item  # noqa: E402
+from m3rec_graph.evaluation.metrics import rank_of  # noqa: E402
 
 BEAUTY = Path(__file__).parents[1] / "fixtures" / "beauty_small"
 FAST = sasrec.SASRecConfig(

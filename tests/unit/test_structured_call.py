@@ -10,8 +10,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_openai import ChatOpenAI
 
-from m3rec_graph.models import ainvoke_structured, structured_call
-from m3rec_graph.schemas import TraitsAnswer
+from m3rec_graph.contracts.schemas import TraitsAnswer
+from m3rec_graph.llm.factory import ainvoke_structured, structured_call
 from tests.fakes import traits_answer
 
 MESSAGES = [HumanMessage("You are MOTE <item>[i] x</item>")]

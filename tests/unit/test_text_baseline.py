@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from m3rec_graph.baselines import TextSimilarityBaseline, text_tokens
-from m3rec_graph.datasets import EvalCase
+from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.evaluation import EvalSettings, parse_methods, run_evaluation
-from m3rec_graph.schemas import Item
+from m3rec_graph.evaluation.baselines import TextSimilarityBaseline, text_tokens
+from m3rec_graph.evaluation.datasets import EvalCase
 
 BEAUTY = Path(__file__).parents[2] / "tests" / "fixtures" / "beauty_small"
 

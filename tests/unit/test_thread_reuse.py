@@ -19,9 +19,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from m3rec_graph import InMemoryTraitCache, build_graph, context_for
-from m3rec_graph.embed import CHECKPOINT_TYPES
-from m3rec_graph.graph import M3RecGraph
-from m3rec_graph.state import RecInput
+from m3rec_graph.integrations.embed import CHECKPOINT_TYPES
+from m3rec_graph.state import M3RecGraph, RecInput
 from tests.fakes import (
     Responder,
     ScriptedModels,

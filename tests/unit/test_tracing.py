@@ -32,7 +32,7 @@ from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
 import m3rec_graph
-from m3rec_graph.prompts import PromptName, load_prompt
+from m3rec_graph.prompts.loader import PromptName, load_prompt
 from m3rec_graph.state import RecInput
 from tests.fakes import Responder, ScriptedModels, default_responder, profile_answer
 from tests.langsmith_recorder import LangSmithRecorder, Run

@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from m3rec_graph import SqliteTraitCache, build_graph, context_for
-from m3rec_graph.schemas import ItemTraits, TraitsAnswer
+from m3rec_graph.contracts.schemas import ItemTraits, TraitsAnswer
 from m3rec_graph.state import RecInput
 from tests.fakes import ScriptedModels, default_responder, traits_answer
 from tests.unit.test_graph import CANDIDATES, REQUEST

@@ -1,0 +1,1 @@
+"""Private helpers shared across layers (no public API; may change without notice)."""

@@ -1,0 +1,155 @@
+"""`m3rec eval`: score baselines, SASRec and m3rec variants on fixed candidate sets, resumably."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from m3rec_graph.context import ABLATIONS
+from m3rec_graph.evaluation import (
+    METHOD_KINDS,
+    REPORT_FILE,
+    RESULTS_JSON,
+    EvalSettings,
+    EvaluationError,
+    parse_methods,
+    run_evaluation,
+)
+from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING
+from m3rec_graph.llm.routing import PRESETS
+
+SHARED_DATA = Path("../shared/data/amazon")
+"""Where `--dataset NAME` is looked up when NAME is not a directory."""
+
+
+def resolve_dataset(text: str) -> Path:
+    """Return the dataset directory `text`, or `../shared/data/amazon/TEXT` when only that exists.
+
+    Raises:
+        EvaluationError: Neither is a directory.
+    """
+    path = Path(text)
+    if path.is_dir():
+        return path
+    shared = SHARED_DATA / text
+    if path.name == text and shared.is_dir():
+        return shared
+    raise EvaluationError(f"dataset directory not found: {text} (nor {shared})")
+
+
+def parse_prompt_files(pairs: list[str]) -> dict[str, str]:
+    """Parse `--prompt-file STAGE=PATH` pairs into prompt name -> path (`mar` is the listwise MAR prompt).
+
+    Raises:
+        EvaluationError: A pair without `=` or a path (the names and files are
+            checked by `run_evaluation`).
+    """
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        stage, sep, path = pair.partition("=")
+        name = stage.strip().lower()
+        if not sep or not name or not path.strip():
+            raise EvaluationError(
+                f"bad --prompt-file {pair!r}: expected STAGE=PATH, e.g. mar=my_mar.toml"
+            )
+        overrides["mar_listwise" if name == "mar" else name] = path.strip()
+    return overrides
+
+
+def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register `m3rec eval` on the `m3rec` sub-command parser."""
+    methods_help = (
+        f"comma-separated, from {', '.join(METHOD_KINDS)}; m3rec[:PRESET][:ABLATION] with a preset from"
+        f" {', '.join(PRESETS)} and an ablation from {', '.join(a for a in ABLATIONS if a != 'none')}"
+        " (default preset: hybrid with OPENAI_API_KEY, else local)"
+    )
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate methods on leave-one-out candidate sets (resumable; report, results.json, plots)",
+        description=__doc__,
+    )
+    ev.add_argument(
+        "--dataset", required=True, help="dataset directory, or a name under ../shared/data/amazon"
+    )
+    ev.add_argument("--methods", required=True, help=methods_help)
+    ev.add_argument(
+        "--users", type=int, required=True, help="users to sample with --seed (all if fewer)"
+    )
+    ev.add_argument(
+        "--negatives",
+        type=int,
+        default=99,
+        help="unseen negatives per user (99: S3-Rec, 19: LLMRank)",
+    )
+    ev.add_argument(
+        "--sampling", choices=NEGATIVE_SAMPLING, default="uniform", help="negative sampling"
+    )
+    ev.add_argument(
+        "--seed", type=int, default=0, help="users, negatives, random baseline and shown order"
+    )
+    ev.add_argument(
+        "--cold-start", type=int, metavar="N", help="also score with only the last N history items"
+    )
+    ev.add_argument("--concurrency", type=int, default=2, help="m3rec users in flight at once")
+    ev.add_argument(
+        "--out", required=True, type=Path, help="run directory; rerunning the command resumes it"
+    )
+    ev.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the 95%% CIs")
+    ev.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    ev.add_argument(
+        "--prompt-file",
+        action="append",
+        metavar="STAGE=PATH",
+        help="use this prompt file for a stage of every m3rec method (mope, mote or mar;"
+        " repeatable); results record its version, so give each variant its own --out",
+    )
+    ev.add_argument(
+        "--langsmith",
+        action="store_true",
+        help="also upload the set as a LangSmith dataset and run each method as an experiment"
+        " (needs LANGSMITH_API_KEY; without it the run is local only)",
+    )
+    ev.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Run (or resume) an evaluation and print its report."""
+    settings = EvalSettings(
+        dataset=resolve_dataset(args.dataset),
+        users=args.users,
+        negatives=args.negatives,
+        seed=args.seed,
+        sampling=args.sampling,
+    )
+    methods = parse_methods(args.methods)
+    prompt_overrides = parse_prompt_files(args.prompt_file or [])
+    langsmith = bool(args.langsmith)
+    if langsmith and not os.environ.get("LANGSMITH_API_KEY"):
+        print("m3rec: note: LANGSMITH_API_KEY is not set; evaluating locally only", file=sys.stderr)
+        langsmith = False
+    run = run_evaluation(
+        settings,
+        methods,
+        args.out,
+        cold_start=args.cold_start,
+        concurrency=args.concurrency,
+        n_boot=args.n_boot,
+        plots=not args.no_plots,
+        langsmith=langsmith,
+        prompt_overrides=prompt_overrides,
+    )
+    print(run.report)
+    written = [REPORT_FILE, RESULTS_JSON, *run.plots]
+    print(f"wrote {', '.join(str(args.out / name) for name in written)}", file=sys.stderr)
+    for label, experiment in run.experiments.items():
+        where = experiment.get("url") or experiment["experiment_name"]
+        print(f"LangSmith experiment {label}: {where}", file=sys.stderr)
+
+
+__all__ = [
+    "EvaluationError",
+    "add_eval_parser",
+    "cmd_eval",
+    "parse_prompt_files",
+    "resolve_dataset",
+]

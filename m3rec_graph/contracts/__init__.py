@@ -1,0 +1,1 @@
+"""What crosses the package's edges: the motivation schema, the LLM answer contracts, the request."""

@@ -1,0 +1,1 @@
+"""What a run costs: the dry-run estimate, measured cost experiments and the OpenAI Batch API."""

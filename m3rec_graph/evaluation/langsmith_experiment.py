@@ -1,0 +1,401 @@
+"""Run an evaluation as a LangSmith experiment: the cases as a dataset, the metrics as evaluators.
+
+`arun_experiment` uploads the evaluation cases as a LangSmith dataset (once:
+the name is derived from the candidate-set settings, and a rerun reuses it),
+then runs `predict` over it with `langsmith.aevaluate`, one evaluator per
+ranking metric (HR@k, NDCG@k, MRR). Each run, and the experiment, carries the
+metadata the caller passes (routing, prompt versions, ablation) plus the
+candidate-set settings (seed, dataset fingerprint), so prompt and routing
+variants can be compared side by side on the dataset's compare page.
+
+A dataset example is one user: `inputs` is the recommendation request
+(`EvalCase.to_request()`: history and shuffled candidates, never the target),
+`outputs` is `{"target_id": ...}` and `metadata` is `{"user_id": ...}`.
+
+All HTTP goes through the LangSmith SDK (`LANGSMITH_API_KEY`,
+`LANGSMITH_ENDPOINT`). Without a key, `LangSmithConfigError` says so in one
+line (the CLI exits 2 and `m3rec eval` without `--langsmith` runs locally);
+when LangSmith cannot be reached or refuses, `LangSmithServiceError` (exit 1).
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import re
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.tracers.langchain import wait_for_all_tracers
+from langsmith import Client, aevaluate, traceable
+from langsmith import schemas as ls_schemas
+from langsmith import utils as ls_utils
+from langsmith.evaluation import EvaluationResult, RunEvaluator
+
+from m3rec_graph.errors import M3RecError
+from m3rec_graph.evaluation.datasets import EvalCase
+from m3rec_graph.evaluation.metrics import DEFAULT_K, metric_names, rank_of, user_metrics
+
+Predict = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Rank one request (an example's inputs); return at least `{"ranking": [item ids, best first]}`."""
+
+NOT_CANDIDATE_SETTINGS = frozenset({"dataset_path", "routing", "ablation"})
+"""Settings that do not change the candidate sets: left out of the dataset name, so every
+routing and ablation of the same cases is an experiment on the same dataset."""
+
+_LOCAL_ONLY_SETTINGS = frozenset({"dataset_path"})
+"""Settings that stay on this machine (not sent as experiment metadata)."""
+
+
+class LangSmithConfigError(M3RecError, ValueError):
+    """The experiment cannot run as asked: no API key, no cases, or a dataset name taken by other examples."""
+
+
+class LangSmithServiceError(M3RecError, RuntimeError):
+    """LangSmith could not be reached, rejected the API key, or failed a request."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+        """True when LangSmith could not be reached at all."""
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """What one LangSmith experiment measured."""
+
+    experiment_name: str
+    dataset_name: str
+    examples: int
+    """Examples run (one per evaluation case)."""
+    metrics: dict[str, float]
+    """Metric name (as in `metric_names`) -> mean over the examples that were scored."""
+    failed: int
+    """Examples without scores: `predict` raised or returned no usable ranking."""
+    url: str | None
+    """The dataset's compare page with this experiment selected (or the experiment's page)."""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    head = text.split(". ", 1)[0].rstrip(".")
+    return head[:160] + ("..." if len(head) > 160 else "")
+
+
+def service_error(exc: ls_utils.LangSmithError, action: str, api_url: str) -> LangSmithServiceError:
+    """Translate a LangSmith SDK error into a one-line `LangSmithServiceError`."""
+    if isinstance(exc, ls_utils.LangSmithConnectionError):
+        why = f"LangSmith is unreachable at {api_url}"
+    elif isinstance(exc, ls_utils.LangSmithAuthError):
+        why = "LangSmith rejected the API key (LANGSMITH_API_KEY)"
+    else:
+        why = f"LangSmith error {type(exc).__name__}"
+    return LangSmithServiceError(
+        f"{action}: {why} ({_first_sentence(exc)})",
+        unreachable=isinstance(exc, ls_utils.LangSmithConnectionError),
+    )
+
+
+def _require_key(client: Client) -> None:
+    if not client.api_key:
+        raise LangSmithConfigError(
+            "LANGSMITH_API_KEY is not set: a LangSmith experiment needs an API key"
+            " (without --langsmith the evaluation runs locally)"
+        )
+
+
+def client_from_env() -> Client:
+    """Return a LangSmith client configured from `LANGSMITH_*` variables.
+
+    Raises:
+        LangSmithConfigError: `LANGSMITH_API_KEY` is not set, or a `LANGSMITH_*` value is invalid.
+    """
+    try:
+        client = Client()
+    except ls_utils.LangSmithUserError as exc:
+        raise LangSmithConfigError(f"LangSmith settings: {_first_sentence(exc)}") from exc
+    _require_key(client)
+    return client
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def langsmith_dataset_name(dataset_label: str, settings: Mapping[str, Any]) -> str:
+    """Return a stable dataset name for the candidate sets built with `settings`.
+
+    The name reads `m3rec-<label>-n<negatives>-u<users>-s<seed>[-c<cold_start>]-<hash8>`
+    (parts whose setting is absent are left out); the hash covers every setting
+    except `NOT_CANDIDATE_SETTINGS`, so other candidate sets never share a name.
+    """
+    kept = {k: v for k, v in settings.items() if k not in NOT_CANDIDATE_SETTINGS}
+    digest = hashlib.sha256(_canonical(kept).encode()).hexdigest()[:8]
+    label = re.sub(r"[^a-z0-9]+", "-", dataset_label.lower()).strip("-") or "dataset"
+    parts = ["m3rec", label]
+    for key, letter in (("negatives", "n"), ("users", "u"), ("seed", "s"), ("cold_start", "c")):
+        if settings.get(key) is not None:
+            parts.append(f"{letter}{settings[key]}")
+    return "-".join([*parts, digest])
+
+
+def case_example(case: EvalCase) -> dict[str, Any]:
+    """Return the dataset example of `case`: the request as inputs, the target as reference output.
+
+    The keys are those of `langsmith.schemas.ExampleCreate` (stored as `inputs`, `outputs`, `metadata`).
+    """
+    return {
+        "inputs": case.to_request(),
+        "reference_outputs": {"target_id": case.target_id},
+        "metadata": {"user_id": case.user_id},
+    }
+
+
+def _example_key(inputs: Mapping[str, Any] | None, outputs: Mapping[str, Any] | None) -> str:
+    """Identify an example by content (metadata left out: the server may add to it)."""
+    return hashlib.sha256(_canonical({"inputs": inputs, "outputs": outputs}).encode()).hexdigest()
+
+
+def upload_cases(
+    client: Client,
+    cases: Sequence[EvalCase],
+    name: str,
+    description: str,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> ls_schemas.Dataset:
+    """Create the dataset `name` holding one example per case, or reuse it; return it.
+
+    Idempotent: examples already in the dataset (same inputs and outputs) are
+    not uploaded again, so a rerun, or a run after an interrupted upload, ends
+    with exactly one example per case.
+
+    Args:
+        client: The LangSmith client.
+        cases: The evaluation cases.
+        name: The dataset name (see `langsmith_dataset_name`).
+        description: The dataset description, used when it is created.
+        metadata: Dataset metadata, used when it is created.
+
+    Raises:
+        LangSmithConfigError: No cases, or the dataset holds examples that are
+            not among the cases (built from other data under the same name).
+        LangSmithServiceError: LangSmith is unreachable or refused.
+    """
+    if not cases:
+        raise LangSmithConfigError("no evaluation cases to upload to LangSmith")
+    wanted = [case_example(case) for case in cases]
+    try:
+        try:
+            dataset: ls_schemas.Dataset = client.read_dataset(dataset_name=name)
+            stored = [
+                _example_key(e.inputs, e.outputs)
+                for e in client.list_examples(dataset_id=dataset.id)
+            ]
+        except ls_utils.LangSmithNotFoundError:
+            dataset = client.create_dataset(
+                name, description=description, metadata=dict(metadata or {})
+            )
+            stored = []
+        have = Counter(stored)
+        foreign = have - Counter(_example_key(w["inputs"], w["reference_outputs"]) for w in wanted)
+        if foreign:
+            raise LangSmithConfigError(
+                f"LangSmith dataset {name!r} holds {foreign.total()} example(s) that are not in this"
+                " evaluation set; delete the dataset on LangSmith or use other settings"
+            )
+        missing: list[dict[str, Any]] = []
+        for example in wanted:
+            key = _example_key(example["inputs"], example["reference_outputs"])
+            if have[key] > 0:
+                have[key] -= 1
+            else:
+                missing.append(example)
+        if missing:
+            client.create_examples(dataset_id=dataset.id, examples=missing)
+    except ls_utils.LangSmithError as exc:
+        raise service_error(exc, f"upload dataset {name}", client.api_url) from exc
+    return dataset
+
+
+# --------------------------------------------------------------------------- evaluators
+
+
+def metric_scores(
+    outputs: Mapping[str, Any] | None,
+    reference_outputs: Mapping[str, Any] | None,
+    k_list: Sequence[int] = DEFAULT_K,
+) -> dict[str, float]:
+    """Return every metric of one prediction, from `outputs["ranking"]` and `reference_outputs["target_id"]`.
+
+    Raises:
+        ValueError: No outputs (the prediction failed), no ranking, no target,
+            or the target is not in the ranking.
+    """
+    if outputs is None:
+        raise ValueError("the prediction failed: the run has no outputs")
+    ranking = outputs.get("ranking")
+    if not isinstance(ranking, list) or not all(isinstance(i, str) for i in ranking):
+        raise ValueError("the prediction has no 'ranking' list of item ids")
+    target = (reference_outputs or {}).get("target_id")
+    if not isinstance(target, str):
+        raise ValueError("the example has no 'target_id' reference output")
+    return user_metrics(rank_of(target, ranking), k_list)
+
+
+class MetricEvaluator(RunEvaluator):
+    """A LangSmith evaluator scoring one ranking metric (e.g. `NDCG@10`) of a run against its example."""
+
+    def __init__(self, metric: str, k_list: Sequence[int] = DEFAULT_K) -> None:
+        """Score `metric`, one of `metric_names(k_list)`."""
+        if metric not in metric_names(k_list):
+            raise ValueError(
+                f"unknown metric {metric!r}; choose from {', '.join(metric_names(k_list))}"
+            )
+        self.metric = metric
+        self.k_list = tuple(k_list)
+
+    @property
+    def feedback_keys(self) -> list[str]:
+        """The one feedback key this evaluator writes: the metric name."""
+        return [self.metric]
+
+    def evaluate_run(
+        self,
+        run: ls_schemas.Run,
+        example: ls_schemas.Example | None = None,
+        evaluator_run_id: uuid.UUID | None = None,
+    ) -> EvaluationResult:
+        """Return the metric of `run`'s ranking for `example`'s target (raises `ValueError` if unusable)."""
+        reference = example.outputs if example is not None else None
+        score = metric_scores(run.outputs, reference, self.k_list)[self.metric]
+        return EvaluationResult(key=self.metric, score=score)
+
+    async def aevaluate_run(
+        self,
+        run: ls_schemas.Run,
+        example: ls_schemas.Example | None = None,
+        evaluator_run_id: uuid.UUID | None = None,
+    ) -> EvaluationResult:
+        """Score on the event loop (the computation is trivial)."""
+        return self.evaluate_run(run, example, evaluator_run_id)
+
+
+def metric_evaluators(k_list: Sequence[int] = DEFAULT_K) -> list[MetricEvaluator]:
+    """Return one evaluator per metric of `metric_names(k_list)`."""
+    return [MetricEvaluator(name, k_list) for name in metric_names(k_list)]
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+def _flush(client: Client) -> None:
+    wait_for_all_tracers()
+    client.flush()
+
+
+async def arun_experiment(
+    cases: Sequence[EvalCase],
+    *,
+    predict: Predict,
+    dataset_label: str,
+    settings: Mapping[str, Any],
+    experiment_prefix: str,
+    metadata: Mapping[str, Any],
+    max_concurrency: int = 1,
+    k_list: Sequence[int] = DEFAULT_K,
+    client: Client | None = None,
+) -> ExperimentSummary:
+    """Upload `cases` as a LangSmith dataset and run `predict` over it as an experiment.
+
+    The SDK's progress line goes to stderr (stdout stays the caller's). Runs are
+    flushed before this returns; per-example feedback is posted by the SDK's
+    background threads, which finish before the interpreter exits.
+
+    Args:
+        cases: The evaluation cases (one example each).
+        predict: Ranks one request (see `Predict`).
+        dataset_label: Short dataset name for the LangSmith dataset name (e.g. `beauty`).
+        settings: What the candidate sets were built from (`evaluation.settings_record`):
+            names the dataset and goes into the experiment metadata (without `dataset_path`).
+        experiment_prefix: Experiment name prefix; LangSmith appends a random suffix.
+        metadata: Experiment and run metadata, e.g. `routing`, `prompts` (the prompt
+            versions), `ablation`; it overrides same-named settings.
+        max_concurrency: Examples predicted at once (0: one after the other).
+        k_list: Cut-offs of HR@k and NDCG@k.
+        client: The LangSmith client (default: from `LANGSMITH_*` variables).
+
+    Raises:
+        LangSmithConfigError: No API key, no cases, a negative `max_concurrency`,
+            or a dataset name taken by other examples.
+        LangSmithServiceError: LangSmith is unreachable or refused.
+    """
+    client = client if client is not None else client_from_env()
+    _require_key(client)
+    if max_concurrency < 0:
+        raise LangSmithConfigError(f"max_concurrency must be >= 0, got {max_concurrency}")
+    dataset_name = langsmith_dataset_name(dataset_label, settings)
+    shared = {k: v for k, v in settings.items() if k not in _LOCAL_ONLY_SETTINGS}
+    candidate_settings = {k: v for k, v in shared.items() if k not in NOT_CANDIDATE_SETTINGS}
+    description = f"m3rec evaluation cases of {dataset_label}: {_canonical(candidate_settings)}"
+    dataset = await asyncio.to_thread(
+        upload_cases, client, cases, dataset_name, description, metadata=candidate_settings
+    )
+
+    @traceable(name="m3rec-eval", run_type="chain")
+    async def target(inputs: dict[str, Any]) -> dict[str, Any]:
+        return await predict(inputs)
+
+    experiment_metadata = {**shared, **metadata, "langsmith_dataset": dataset_name}
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            results = await aevaluate(
+                target,
+                data=dataset.id,
+                evaluators=metric_evaluators(k_list),
+                metadata=experiment_metadata,
+                experiment_prefix=experiment_prefix,
+                description=f"m3rec on {dataset_name}",
+                max_concurrency=max_concurrency,
+                client=client,
+            )
+        url = await results.get_comparison_url() or results.url
+    except ls_utils.LangSmithError as exc:
+        raise service_error(exc, f"run experiment on {dataset_name}", client.api_url) from exc
+    finally:
+        await asyncio.to_thread(_flush, client)
+
+    names = metric_names(k_list)
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    examples = failed = 0
+    async for row in results:
+        examples += 1
+        found = {
+            r.key: r.score for r in row["evaluation_results"]["results"] if r.score is not None
+        }
+        if row["run"].error or not set(names) <= set(found):
+            failed += 1
+        for name in names:
+            if name in found:
+                scores[name].append(float(found[name]))
+    # fsum: the mean does not depend on the order the examples finished in.
+    means = {name: math.fsum(values) / len(values) for name, values in scores.items() if values}
+    return ExperimentSummary(
+        experiment_name=results.experiment_name,
+        dataset_name=dataset_name,
+        examples=examples,
+        metrics=means,
+        failed=failed,
+        url=url,
+    )

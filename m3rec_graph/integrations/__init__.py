@@ -1,0 +1,1 @@
+"""How hosts run the graph: as a LangChain tool, as a host-graph node, streamed, or from scripts."""
