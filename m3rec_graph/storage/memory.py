@@ -1,0 +1,177 @@
+"""What the graph remembers in a LangGraph `BaseStore`: item traits and shopper profiles.
+
+Traits belong to the item: one entry per item text under the MOTE model and
+prompt version that produced it, so changing either misses instead of serving
+stale traits. Profiles belong to the shopper: one namespace per user, keyed by
+everything that determines the profile (the rendered history window with its
+ids and text hashes, the MOPE model and effort, the prompt version, the
+ablation), so `forget` removes a shopper with one namespace delete. Only
+validated LLM answers are written; fallbacks never are.
+
+    ("m3rec", "traits", <mote model>, <mote prompt version>)  key <item id>:<text hash>
+    ("m3rec", "profiles", <user id>)                            key sha256(profile key parts)
+"""
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.store.base import BaseStore, GetOp, PutOp, SearchOp
+from langgraph.store.base import Item as StoreItem
+
+from m3rec_graph.contracts.schemas import Item, ItemTraits, MotivationProfile
+from m3rec_graph.storage.store import label, run_ops
+from m3rec_graph.text.item_text import text_hash
+
+ROOT = "m3rec"
+FORMAT = 1
+"""Stored value format: a value of another format is ignored (a miss), never misread."""
+
+
+def trait_namespace(model: str, prompt_version: str) -> tuple[str, ...]:
+    """Return the namespace of the traits one MOTE model and prompt version produce."""
+    return (ROOT, "traits", label(model), label(prompt_version))
+
+
+def trait_key(item: Item) -> str:
+    """Return an item's key in its trait namespace: its id and the hash of its text."""
+    return f"{item.item_id}:{text_hash(item)}"
+
+
+async def read_traits(
+    store: BaseStore, items: Sequence[Item], *, model: str, prompt_version: str
+) -> dict[str, ItemTraits]:
+    """Return the stored traits of those `items` that have them, by item id (one `abatch`)."""
+    namespace = trait_namespace(model, prompt_version)
+    results = await run_ops(store, [GetOp(namespace, trait_key(item)) for item in items])
+    found: dict[str, ItemTraits] = {}
+    for item, result in zip(items, results, strict=True):
+        traits = _traits_value(result)
+        if traits is not None:
+            found[item.item_id] = traits
+    return found
+
+
+async def write_traits(
+    store: BaseStore, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
+) -> None:
+    """Store one validated MOTE answer (no TTL: traits stay valid while the text is unchanged)."""
+    value = {"format": FORMAT, "item_id": item.item_id, "traits": traits.model_dump(mode="json")}
+    await run_ops(store, [PutOp(trait_namespace(model, prompt_version), trait_key(item), value)])
+
+
+def _traits_value(result: Any) -> ItemTraits | None:
+    if not isinstance(result, StoreItem) or result.value.get("format") != FORMAT:
+        return None
+    return ItemTraits.model_validate(result.value["traits"])
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True)
+class ProfileKey:
+    """Everything that determines a MOPE profile, and the store key it hashes to."""
+
+    user_id: str
+    window: tuple[tuple[str, str], ...]
+    """The history window MOPE reads, oldest first: (item id, text hash) per item."""
+    model: str
+    effort: str | None
+    prompt_version: str
+    ablation: str
+
+    @classmethod
+    def of(
+        cls,
+        user_id: str,
+        window: Sequence[Item],
+        *,
+        model: str,
+        effort: str | None,
+        prompt_version: str,
+        ablation: str,
+    ) -> "ProfileKey":
+        """Build the key of the profile MOPE would write for this window and these settings."""
+        return cls(
+            user_id=user_id,
+            window=tuple((item.item_id, text_hash(item)) for item in window),
+            model=model,
+            effort=effort,
+            prompt_version=prompt_version,
+            ablation=ablation,
+        )
+
+    @property
+    def key(self) -> str:
+        """The store key: a sha256 over every part, so any change is a different key."""
+        parts = [list(self.window), self.model, self.effort, self.prompt_version, self.ablation]
+        return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()
+
+
+def profile_namespace(user_id: str) -> tuple[str, ...]:
+    """Return the namespace that holds every stored profile of one shopper."""
+    return (ROOT, "profiles", label(user_id))
+
+
+async def read_profile(store: BaseStore, key: ProfileKey) -> MotivationProfile | None:
+    """Return the profile stored under exactly `key`, or None."""
+    (result,) = await run_ops(store, [GetOp(profile_namespace(key.user_id), key.key)])
+    if not isinstance(result, StoreItem) or result.value.get("format") != FORMAT:
+        return None
+    return MotivationProfile.model_validate(result.value["profile"])
+
+
+async def write_profile(
+    store: BaseStore, key: ProfileKey, profile: MotivationProfile, *, ttl_minutes: float | None
+) -> None:
+    """Store one validated MOPE profile under `key`, expiring after `ttl_minutes` (None: never).
+
+    A store without TTL support (`InMemoryStore`) keeps it for its own lifetime.
+    """
+    value = {
+        "format": FORMAT,
+        "profile": profile.model_dump(mode="json"),
+        "window": [list(pair) for pair in key.window],
+        "model": key.model,
+        "effort": key.effort,
+        "prompt_version": key.prompt_version,
+        "ablation": key.ablation,
+    }
+    # A PutOp passed to `abatch` carries its own TTL (the store's `default_ttl` applies
+    # only through `put`), so the expiry is always explicit here.
+    ttl = ttl_minutes if store.supports_ttl else None
+    op = PutOp(profile_namespace(key.user_id), key.key, value, index=False, ttl=ttl)
+    await run_ops(store, [op])
+
+
+async def stored_profile_summary(store: BaseStore, user_id: str) -> str | None:
+    """Return the summary of the shopper's most recently stored profile ("what drives them")."""
+    items = [i for i in await _search(store, profile_namespace(user_id)) if i.value.get("format") == FORMAT]
+    if not items:
+        return None
+    latest = max(items, key=lambda i: i.updated_at)
+    return str(latest.value["profile"]["summary"])
+
+
+async def forget(store: BaseStore, user_id: str) -> int:
+    """Delete every stored profile of `user_id`; return how many were deleted.
+
+    Traits are not per user and stay. What this does not reach (a host's
+    checkpointed threads, LangSmith traces) is listed in docs/privacy.md.
+    """
+    namespace = profile_namespace(user_id)
+    deleted = 0
+    while True:
+        found = await _search(store, namespace)
+        if not found:
+            return deleted
+        await run_ops(store, [PutOp(namespace, item.key, None) for item in found])
+        deleted += len(found)
+
+
+async def _search(store: BaseStore, namespace: tuple[str, ...]) -> list[StoreItem]:
+    (found,) = await run_ops(store, [SearchOp(namespace, limit=100)])
+    return [item for item in found if isinstance(item, StoreItem)] if isinstance(found, list) else []

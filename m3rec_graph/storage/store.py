@@ -1,0 +1,151 @@
+"""One storage setting: a store URL opens one of langgraph's own `BaseStore`s.
+
+    memory:                         InMemoryStore (one process, gone at exit, no TTL)
+    sqlite:///relative/path.db      SqliteStore in one file (SQLAlchemy's spelling:
+    sqlite:////absolute/path.db     three slashes, then the path)
+    postgresql://user@host/db       PostgresStore on a reconnecting psycopg_pool pool
+                                    (several processes and machines share it)
+
+The graph reads and writes through `BaseStore.abatch`, whichever store it is
+given: this URL's, a host's, or the LangGraph platform's (`runtime.store`).
+"""
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from langgraph.store.base import BaseStore, Op, Result, TTLConfig
+from langgraph.store.memory import InMemoryStore
+
+from m3rec_graph._internal.paths import cache_dir
+from m3rec_graph.errors import ConfigurationError
+
+STORE_URL_ENV = "M3REC_STORE_URL"
+"""The environment variable the CLI reads when `--store` is not given."""
+
+
+class StoreURLError(ConfigurationError):
+    """A store URL has an unknown scheme or no path (CLI exit code 2)."""
+
+
+def default_store_url() -> str:
+    """Return the CLI's default store: a SQLite file in the per-user cache directory."""
+    return f"sqlite:///{cache_dir() / 'store.sqlite'}"
+
+
+def sqlite_path(url: str) -> Path:
+    """Return the file a `sqlite:///PATH` URL names (`StoreURLError` when it names none)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise StoreURLError(f"a SQLite store URL is sqlite:///PATH, got {url!r}")
+    return Path(unquote(url[len(prefix) :]))
+
+
+def store_kind(url: str) -> str:
+    """Return `memory`, `sqlite` or `postgres` for a store URL, or raise `StoreURLError`."""
+    if url == "memory:":
+        return "memory"
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        sqlite_path(url)
+        return "sqlite"
+    if scheme in ("postgresql", "postgres"):
+        return "postgres"
+    raise StoreURLError(
+        f"unknown store URL {url!r}: use memory:, sqlite:///PATH or postgresql://..."
+    )
+
+
+@contextmanager
+def open_store(url: str, *, ttl: TTLConfig | None = None) -> Iterator[BaseStore]:
+    """Open the store `url` names, create its tables, and close it on exit.
+
+    Args:
+        url: `memory:`, `sqlite:///PATH` or `postgresql://...`.
+        ttl: The store's TTL settings (`default_ttl` in minutes, `refresh_on_read`,
+            `sweep_interval_minutes`); `InMemoryStore` has no TTL and ignores them.
+
+    Raises:
+        StoreURLError: The URL is not one of those forms.
+        ConfigurationError: The database cannot be opened (the message says which).
+    """
+    kind = store_kind(url)
+    with ExitStack() as stack:
+        store: BaseStore
+        if kind == "memory":
+            store = InMemoryStore()
+        elif kind == "sqlite":
+            store = stack.enter_context(_open_sqlite(sqlite_path(url), ttl))
+        else:
+            store = stack.enter_context(_open_postgres(url, ttl))
+        yield store
+
+
+@contextmanager
+def _open_sqlite(path: Path, ttl: TTLConfig | None) -> Iterator[BaseStore]:
+    from langgraph.store.sqlite import SqliteStore  # noqa: PLC0415  (sqlite3 only when asked for)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with SqliteStore.from_conn_string(str(path), ttl=ttl) as store:
+            store.setup()
+            if ttl:
+                store.sweep_ttl()  # short CLI runs never reach a sweeper interval
+            yield store
+    except OSError as exc:
+        raise ConfigurationError(f"cannot open the SQLite store {path}: {exc}") from exc
+
+
+@contextmanager
+def _open_postgres(url: str, ttl: TTLConfig | None) -> Iterator[BaseStore]:
+    # Imported here: psycopg loads libpq, which a SQLite or in-memory user never needs.
+    import psycopg  # noqa: PLC0415
+    from langgraph.store.postgres import PostgresStore  # noqa: PLC0415
+    from psycopg.rows import dict_row  # noqa: PLC0415
+    from psycopg_pool import ConnectionPool  # noqa: PLC0415
+
+    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    # `check` tests a connection before lending it, so a pool outlives a server restart:
+    # connections broken by the restart are replaced instead of failing the next call.
+    pool = ConnectionPool(
+        url, min_size=1, max_size=8, kwargs=kwargs, check=ConnectionPool.check_connection,
+        open=False, name="m3rec-store",
+    )
+    try:
+        pool.open(wait=True, timeout=10.0)
+    except psycopg.Error as exc:
+        pool.close()
+        raise ConfigurationError(f"cannot reach the PostgreSQL store: {exc}") from exc
+    try:
+        store = PostgresStore(pool, ttl=ttl)  # type: ignore[arg-type]
+        store.setup()
+        if ttl:
+            store.sweep_ttl()
+        yield store
+    finally:
+        pool.close()
+
+
+async def run_ops(store: BaseStore, ops: Iterable[Op]) -> list[Result]:
+    """Run `ops` in one `abatch`; a sync-only store (`SqliteStore`) runs `batch` in a worker thread."""
+    ops = list(ops)
+    try:
+        return await store.abatch(ops)
+    except NotImplementedError:
+        # SqliteStore has no async batch (use AsyncSqliteStore for that); its sync
+        # `batch` is thread-safe (one connection behind a lock).
+        return await asyncio.to_thread(store.batch, ops)
+
+
+def label(text: str) -> str:
+    """Make `text` a valid namespace label: langgraph refuses periods (and NUL) in labels.
+
+    Model names (`gpt-6.1-sol`) and user ids may contain periods, so `%` and `.` are
+    percent-encoded; the mapping is reversible, so two texts never share a label.
+    """
+    if not text:
+        raise ConfigurationError("a store namespace label cannot be empty")
+    return text.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
