@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test unit lint bench clean
+.PHONY: install postgres demo test unit lint bench clean
 
 $(BIN)/m3rec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,21 @@ $(BIN)/m3rec: pyproject.toml
 
 install: $(BIN)/m3rec
 
+# The store tests (tests/postgres_server.py) start their own throwaway PostgreSQL server
+# from Debian's binaries, which live in /usr/lib/postgresql/NN/bin, off PATH. Installs the
+# `postgresql` package when they are missing (as root, as CI runs); a no-op once installed.
+# The package's own cluster (port 5432) is never used. M3REC_PG_BIN=<dir> points elsewhere.
+postgres:
+	@if [ -n "$$M3REC_PG_BIN" ] || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		:; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
+	else \
+		echo "make postgres: PostgreSQL's server binaries are missing (no /usr/lib/postgresql/*/bin/pg_ctl)." >&2; \
+		echo "  Install Debian's package as root: apt-get install --no-install-recommends postgresql" >&2; \
+		echo "  (or set M3REC_PG_BIN=<dir with initdb and postgres>, or M3REC_SKIP_POSTGRES=1 to skip those tests)." >&2; \
+	fi
+
 demo: install
 	$(BIN)/m3rec demo
 
@@ -24,10 +39,10 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint postgres
 	$(BIN)/pytest
 
-unit: install
+unit: install postgres
 	$(BIN)/pytest -m "not integration"
 
 bench: install
