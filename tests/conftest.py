@@ -13,3 +13,6 @@ os.environ.pop("OPENAI_API_KEY", None)
 # itself pass their own dates.
 PINNED_TODAY = "2026-12-03"
 os.environ["M3REC_TODAY"] = PINNED_TODAY
+
+# postgres_server / postgres_url: a real throwaway PostgreSQL on 127.0.0.1 (`make postgres`).
+pytest_plugins = ["tests.postgres_server"]
