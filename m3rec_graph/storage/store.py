@@ -11,6 +11,7 @@ given: this URL's, a host's, or the LangGraph platform's (`runtime.store`).
 """
 
 import asyncio
+import fcntl
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -24,6 +25,8 @@ from m3rec_graph._internal.paths import cache_dir
 from m3rec_graph.errors import ConfigurationError
 
 STORE_URL_ENV = "M3REC_STORE_URL"
+POOL_TIMEOUT_S = 5.0
+SETUP_LOCK_ID = 0x6D33726563  # "m3rec": the advisory lock key of the store's setup
 """The environment variable the CLI reads when `--store` is not given."""
 
 
@@ -91,7 +94,11 @@ def _open_sqlite(path: Path, ttl: TTLConfig | None) -> Iterator[BaseStore]:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with SqliteStore.from_conn_string(str(path), ttl=ttl) as store:
-            store.setup()
+            # Two processes running `setup()` on a fresh file race on its migrations
+            # ("duplicate column name"): one at a time, behind a lock file.
+            with path.with_name(path.name + ".setup-lock").open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                store.setup()
             if ttl:
                 store.sweep_ttl()  # short CLI runs never reach a sweeper interval
             yield store
@@ -104,24 +111,40 @@ def _open_postgres(url: str, ttl: TTLConfig | None) -> Iterator[BaseStore]:
     # Imported here: psycopg loads libpq, which a SQLite or in-memory user never needs.
     import psycopg  # noqa: PLC0415
     from langgraph.store.postgres import PostgresStore  # noqa: PLC0415
-    from psycopg.rows import dict_row  # noqa: PLC0415
+    from psycopg.rows import DictRow, dict_row  # noqa: PLC0415
     from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
     kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
     # `check` tests a connection before lending it, so a pool outlives a server restart:
     # connections broken by the restart are replaced instead of failing the next call.
-    pool = ConnectionPool(
-        url, min_size=1, max_size=8, kwargs=kwargs, check=ConnectionPool.check_connection,
-        open=False, name="m3rec-store",
+    # `timeout`: a store call waits at most this long for a connection while the server
+    # is down, then fails (trait writes are best-effort; a run is not held for 30 s).
+    pool = ConnectionPool[psycopg.Connection[DictRow]](
+        url,
+        min_size=1,
+        max_size=8,
+        kwargs=kwargs,
+        connection_class=psycopg.Connection[DictRow],
+        check=ConnectionPool.check_connection,
+        timeout=POOL_TIMEOUT_S,
+        open=False,
+        name="m3rec-store",
     )
     try:
-        pool.open(wait=True, timeout=10.0)
+        pool.open(wait=True, timeout=30.0)
     except psycopg.Error as exc:
         pool.close()
         raise ConfigurationError(f"cannot reach the PostgreSQL store: {exc}") from exc
     try:
-        store = PostgresStore(pool, ttl=ttl)  # type: ignore[arg-type]
-        store.setup()
+        store = PostgresStore(pool, ttl=ttl)
+        # Concurrent `setup()`s on a fresh database collide on the migration tables
+        # (UniqueViolation): a session advisory lock runs them one at a time.
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_ID,))
+            try:
+                store.setup()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_ID,))
         if ttl:
             store.sweep_ttl()
         yield store

@@ -1,6 +1,8 @@
 """Traits and shopper profiles in langgraph's own stores: memory:, SQLite and a real PostgreSQL."""
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +149,28 @@ def test_labels_escape_periods_reversibly() -> None:
     assert "." not in "".join(trait_namespace("SmolLM2-135M.gguf", "v.1"))
     with pytest.raises(ConfigurationError):
         label("")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_processes_opening_a_fresh_store_at_once_all_succeed(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Racing `setup()`s on a fresh database fail without the setup lock (UniqueViolation,
+    # "duplicate column name"); four processes open the same fresh store at once.
+    url = (
+        f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    code = (
+        "import sys\nfrom m3rec_graph.storage.store import open_store\n"
+        "with open_store(sys.argv[1]) as store:\n    store.put(('t',), sys.argv[2], {'ok': 1})\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, url, str(n)], stderr=subprocess.PIPE)
+        for n in range(4)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], errors
+    with open_store(url) as store:
+        assert sorted(i.key for i in store.search(("t",))) == ["0", "1", "2", "3"]
