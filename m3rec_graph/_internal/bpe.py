@@ -17,6 +17,8 @@ from pathlib import Path
 
 import tiktoken
 
+from m3rec_graph._internal.atomic import atomic_write_bytes
+
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 _SHA256 = {
     "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
@@ -49,10 +51,7 @@ def seed_bpe_files() -> list[str]:
         raw = gzip.decompress(source.read_bytes())
         if hashlib.sha256(raw).hexdigest() != sha256:
             continue  # not OpenAI's file: let tiktoken fetch the real one
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(raw)
-        tmp.replace(target)
+        atomic_write_bytes(target, raw)
         seeded.append(name)
     return seeded
 

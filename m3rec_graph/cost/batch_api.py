@@ -25,7 +25,6 @@ answers are reported and skipped (the graph encodes those items itself later).
 """
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph.context import M3RecContext, ModelSpec
 from m3rec_graph.contracts.schemas import Item, TraitsAnswer
 from m3rec_graph.errors import ConfigurationError, M3RecError
@@ -74,7 +74,7 @@ class BatchManifest(BaseModel):
 
     def write(self, path: Path) -> None:
         """Write the manifest as JSON."""
-        _write_atomically(path, self.model_dump_json(indent=1) + "\n")
+        atomic_write_text(path, self.model_dump_json(indent=1) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> "BatchManifest":
@@ -92,13 +92,6 @@ class BatchManifest(BaseModel):
 def manifest_path(requests_path: Path) -> Path:
     """Return where the manifest of a requests file lives: `FILE.jsonl` -> `FILE.manifest.json`."""
     return requests_path.with_name(requests_path.stem + ".manifest.json")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 @dataclass(frozen=True)
@@ -172,7 +165,7 @@ def plan_mote_batch(
 def write_batch(plan: BatchPlan, out: Path) -> Path:
     """Write the requests to `out` (JSONL) and the manifest next to it; return the manifest path."""
     text = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in plan.lines)
-    _write_atomically(out, text)
+    atomic_write_text(out, text)
     path = manifest_path(out)
     plan.manifest.write(path)
     return path

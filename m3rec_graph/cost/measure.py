@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph.cost.estimate import CostSettings, estimate_costs
 from m3rec_graph.evaluation import (
     EvalSettings,
@@ -28,7 +29,6 @@ from m3rec_graph.evaluation import (
     run_evaluation,
 )
 from m3rec_graph.evaluation.metrics import MetricSummary
-from m3rec_graph.evaluation.store import write_atomically
 from m3rec_graph.integrations.runner import serving
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 
@@ -275,5 +275,5 @@ def run_cost_experiment(
         report="",
     )
     report = format_measurement(result)
-    write_atomically(out_dir / COST_REPORT, report)
+    atomic_write_text(out_dir / COST_REPORT, report)
     return replace(result, report=report)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.baselines import Ranker
 from m3rec_graph.evaluation.datasets import EvalCase, load_dataset
@@ -48,7 +49,6 @@ from m3rec_graph.evaluation.store import (
     read_results,
     read_settings,
     run_lock,
-    write_atomically,
 )
 from m3rec_graph.integrations.runner import serving
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
@@ -268,11 +268,11 @@ def _report(
     chance = chance_metrics(int(settings["negatives"]) + 1)
     drawn = write_plots(out_dir, by_slice, chance) if plots else []
     report = format_report(settings, by_slice, n_boot=n_boot, plots=drawn)
-    write_atomically(out_dir / REPORT_FILE, report)
+    atomic_write_text(out_dir / REPORT_FILE, report)
     document = results_document(settings, by_slice, n_boot=n_boot, wall_seconds=wall)
     if experiments:
         document["langsmith_experiments"] = experiments
-    write_atomically(
+    atomic_write_text(
         out_dir / RESULTS_JSON, json.dumps(document, indent=1, ensure_ascii=False) + "\n"
     )
     return EvalRun(

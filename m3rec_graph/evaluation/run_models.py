@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph.context import STAGES, M3RecContext
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.settings import EvaluationError, MethodSpec
-from m3rec_graph.evaluation.store import ResultKey, write_atomically
+from m3rec_graph.evaluation.store import ResultKey
 from m3rec_graph.llm.routing import LOCAL_MODEL_NAME, PRESETS
 
 MODELS_FILE = "models.json"
@@ -90,7 +91,7 @@ def read_method_models(out_dir: Path) -> dict[str, StageModels]:
 
 def _write_method_models(out_dir: Path, methods: Mapping[str, StageModels]) -> None:
     document = {"format": MODELS_FORMAT, "methods": dict(sorted(methods.items()))}
-    write_atomically(out_dir / MODELS_FILE, json.dumps(document, indent=2) + "\n")
+    atomic_write_text(out_dir / MODELS_FILE, json.dumps(document, indent=2) + "\n")
 
 
 def _models_in_lines(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:

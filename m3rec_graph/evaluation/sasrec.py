@@ -33,7 +33,6 @@ settings loads it instead of training again (`--retrain` forces training).
 
 import copy
 import math
-import os
 import random
 import time
 import warnings
@@ -41,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from m3rec_graph._internal.atomic import atomic_path
 from m3rec_graph.evaluation.datasets import Dataset, EvalCase, dataset_fingerprint
 from m3rec_graph.evaluation.metrics import rank_of, summarise
 
@@ -510,21 +510,17 @@ def save_checkpoint(
     path: Path, model: SASRec, vocab: Vocab, config: SASRecConfig, log: TrainLog, data_sha: str
 ) -> None:
     """Write weights, config, item ids and the training log to `path` (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "config": asdict(config),
-            "item_ids": vocab.item_ids,
-            "dataset_sha256": data_sha,
-            "train_log": asdict(log),
-            "torch": str(torch.__version__),
-            "state_dict": model.state_dict(),
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(config),
+        "item_ids": vocab.item_ids,
+        "dataset_sha256": data_sha,
+        "train_log": asdict(log),
+        "torch": str(torch.__version__),
+        "state_dict": model.state_dict(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
 
 
 def load_checkpoint(path: Path) -> tuple[SASRec, Vocab, SASRecConfig, TrainLog, str]:

@@ -32,6 +32,7 @@ from typing import Any, TextIO, cast
 if sys.platform != "win32":
     import fcntl
 
+from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph._internal.jsonl import json_lines
 from m3rec_graph.errors import DatasetError
 from m3rec_graph.evaluation.datasets import (
@@ -104,13 +105,6 @@ def run_lock(out_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a crash leaves the old or the new file, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_settings(out_dir: Path) -> dict[str, Any]:
@@ -208,7 +202,7 @@ def prepare_cases(settings: EvalSettings, dataset: Dataset, out_dir: Path) -> li
             " use another --out directory"
         )
     else:
-        write_atomically(settings_path, json.dumps(wanted, indent=2) + "\n")
+        atomic_write_text(settings_path, json.dumps(wanted, indent=2) + "\n")
     if candidates_path.exists():
         return read_cases(candidates_path, dataset)
     cases = build_requests(
@@ -219,7 +213,7 @@ def prepare_cases(settings: EvalSettings, dataset: Dataset, out_dir: Path) -> li
         sampling=settings.sampling,
     )
     lines = "".join(json.dumps(_case_record(c), ensure_ascii=False) + "\n" for c in cases)
-    write_atomically(candidates_path, lines)
+    atomic_write_text(candidates_path, lines)
     return cases
 
 

@@ -28,7 +28,6 @@ single run (`m3rec recommend --prompt mar=m3rec-mar:staging`): the path goes
 into `M3RecContext.prompt_overrides`, and `prompts/` is left alone.
 """
 
-import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from langsmith.utils import (
     LangSmithNotFoundError,
 )
 
+from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph._internal.paths import cache_dir
 from m3rec_graph.errors import M3RecError
 from m3rec_graph.prompts import loader as prompts
@@ -347,10 +347,7 @@ def pull_prompts(
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, text)
     prompts.forget_loaded()  # the loader caches by path: re-read the new wording
 
 
