@@ -37,6 +37,7 @@ from langsmith import schemas as ls_schemas
 from langsmith import utils as ls_utils
 from langsmith.evaluation import EvaluationResult, RunEvaluator
 
+from m3rec_graph._internal import langsmith_errors
 from m3rec_graph.errors import M3RecError
 from m3rec_graph.evaluation.datasets import EvalCase
 from m3rec_graph.evaluation.metrics import DEFAULT_K, metric_names, rank_of, user_metrics
@@ -84,23 +85,11 @@ class ExperimentSummary:
 # --------------------------------------------------------------------------- errors
 
 
-def _first_sentence(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    head = text.split(". ", 1)[0].rstrip(".")
-    return head[:160] + ("..." if len(head) > 160 else "")
-
-
 def service_error(exc: ls_utils.LangSmithError, action: str, api_url: str) -> LangSmithServiceError:
     """Translate a LangSmith SDK error into a one-line `LangSmithServiceError`."""
-    if isinstance(exc, ls_utils.LangSmithConnectionError):
-        why = f"LangSmith is unreachable at {api_url}"
-    elif isinstance(exc, ls_utils.LangSmithAuthError):
-        why = "LangSmith rejected the API key (LANGSMITH_API_KEY)"
-    else:
-        why = f"LangSmith error {type(exc).__name__}"
     return LangSmithServiceError(
-        f"{action}: {why} ({_first_sentence(exc)})",
-        unreachable=isinstance(exc, ls_utils.LangSmithConnectionError),
+        langsmith_errors.describe(exc, action, api_url),
+        unreachable=langsmith_errors.is_unreachable(exc),
     )
 
 
@@ -121,7 +110,9 @@ def client_from_env() -> Client:
     try:
         client = Client()
     except ls_utils.LangSmithUserError as exc:
-        raise LangSmithConfigError(f"LangSmith settings: {_first_sentence(exc)}") from exc
+        raise LangSmithConfigError(
+            f"LangSmith settings: {langsmith_errors.first_sentence(exc)}"
+        ) from exc
     _require_key(client)
     return client
 

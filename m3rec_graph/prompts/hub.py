@@ -42,14 +42,9 @@ from langchain_core.prompts.chat import (
 )
 from langchain_core.prompts.prompt import PromptTemplate
 from langsmith import Client
-from langsmith.utils import (
-    LangSmithAuthError,
-    LangSmithConflictError,
-    LangSmithConnectionError,
-    LangSmithError,
-    LangSmithNotFoundError,
-)
+from langsmith.utils import LangSmithConflictError, LangSmithError
 
+from m3rec_graph._internal import langsmith_errors
 from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph._internal.paths import cache_dir
 from m3rec_graph.errors import M3RecError
@@ -73,25 +68,14 @@ class PromptHubError(M3RecError, RuntimeError):
         """True when LangSmith could not be reached at all (a run may fall back to the local file)."""
 
 
-def _first_sentence(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    head = text.split(". ", 1)[0].rstrip(".")
-    return head[:160] + ("..." if len(head) > 160 else "")
-
-
 def hub_error(exc: LangSmithError, action: str, api_url: str) -> PromptHubError:
     """Translate a LangSmith error into a one-line `PromptHubError`."""
-    if isinstance(exc, LangSmithConnectionError):
-        why = f"LangSmith is unreachable at {api_url}"
-    elif isinstance(exc, LangSmithAuthError):
-        why = "LangSmith rejected the API key (set LANGSMITH_API_KEY)"
-    elif isinstance(exc, LangSmithNotFoundError):
-        why = "not found on the LangSmith prompt hub"
-    else:
-        why = f"LangSmith error {type(exc).__name__}"
+    message = langsmith_errors.describe(
+        exc, action, api_url, not_found="not found on the LangSmith prompt hub"
+    )
     return PromptHubError(
-        f"{action}: {why} ({_first_sentence(exc)}); the local prompt files stay in use",
-        unreachable=isinstance(exc, LangSmithConnectionError),
+        f"{message}; the local prompt files stay in use",
+        unreachable=langsmith_errors.is_unreachable(exc),
     )
 
 
