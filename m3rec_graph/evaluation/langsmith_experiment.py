@@ -2,8 +2,10 @@
 
 `arun_experiment` uploads the evaluation cases as a LangSmith dataset (once:
 the name is derived from the candidate-set settings, and a rerun reuses it),
-then runs `predict` over it with `langsmith.aevaluate`, one evaluator per
-ranking metric (HR@k, NDCG@k, MRR). Each run, and the experiment, carries the
+then runs `predict` over it with `langsmith.aevaluate`: one evaluator writes
+every ranking metric of a run (HR@k, NDCG@k, MRR) as its feedback, and a summary
+evaluator computes the experiment's means (posted as experiment-level feedback,
+`mean NDCG@10`, ..., and `failed predictions`). Each run, and the experiment, carries the
 metadata the caller passes (routing, prompt versions, ablation) plus the
 candidate-set settings (seed, dataset fingerprint), so prompt and routing
 variants can be compared side by side on the dataset's compare page.
@@ -35,7 +37,7 @@ from langchain_core.tracers.langchain import wait_for_all_tracers
 from langsmith import Client, aevaluate, traceable
 from langsmith import schemas as ls_schemas
 from langsmith import utils as ls_utils
-from langsmith.evaluation import EvaluationResult, RunEvaluator
+from langsmith.evaluation import EvaluationResult, EvaluationResults, RunEvaluator
 
 from m3rec_graph._internal import langsmith_errors
 from m3rec_graph.errors import M3RecError
@@ -245,47 +247,90 @@ def metric_scores(
     return user_metrics(rank_of(target, ranking), k_list)
 
 
-class MetricEvaluator(RunEvaluator):
-    """A LangSmith evaluator scoring one ranking metric (e.g. `NDCG@10`) of a run against its example."""
+class RankingEvaluator(RunEvaluator):
+    """One LangSmith evaluator writing every ranking metric (HR@k, NDCG@k, MRR) of a run.
 
-    def __init__(self, metric: str, k_list: Sequence[int] = DEFAULT_K) -> None:
-        """Score `metric`, one of `metric_names(k_list)`."""
-        if metric not in metric_names(k_list):
-            raise ValueError(
-                f"unknown metric {metric!r}; choose from {', '.join(metric_names(k_list))}"
-            )
-        self.metric = metric
+    It returns `{"results": [...]}`, one result per metric, so each example runs one
+    evaluator rather than one per metric. It is a `RunEvaluator` rather than a plain
+    function because it states its feedback keys: for a function the SDK reads the keys
+    from the function's source (`langsmith/evaluation/_key_extraction.py`) and, when they
+    are computed, falls back to the function's name. The keys go into the experiment's
+    progress hint, and the SDK writes one error feedback per key when the evaluator
+    raises (a failed prediction), so they must be the metric names.
+    """
+
+    def __init__(self, k_list: Sequence[int] = DEFAULT_K) -> None:
+        """Score the metrics of `metric_names(k_list)`."""
         self.k_list = tuple(k_list)
+        self._names = metric_names(self.k_list)
 
     @property
     def feedback_keys(self) -> list[str]:
-        """The one feedback key this evaluator writes: the metric name."""
-        return [self.metric]
+        """The feedback keys this evaluator writes: the metric names."""
+        return list(self._names)
 
     def evaluate_run(
         self,
         run: ls_schemas.Run,
         example: ls_schemas.Example | None = None,
         evaluator_run_id: uuid.UUID | None = None,
-    ) -> EvaluationResult:
-        """Return the metric of `run`'s ranking for `example`'s target (raises `ValueError` if unusable)."""
+    ) -> EvaluationResults:
+        """Return every metric of `run`'s ranking for `example`'s target (raises `ValueError` if unusable)."""
         reference = example.outputs if example is not None else None
-        score = metric_scores(run.outputs, reference, self.k_list)[self.metric]
-        return EvaluationResult(key=self.metric, score=score)
+        scores = metric_scores(run.outputs, reference, self.k_list)
+        return {"results": [EvaluationResult(key=name, score=scores[name]) for name in self._names]}
 
     async def aevaluate_run(
         self,
         run: ls_schemas.Run,
         example: ls_schemas.Example | None = None,
         evaluator_run_id: uuid.UUID | None = None,
-    ) -> EvaluationResult:
+    ) -> EvaluationResults:
         """Score on the event loop (the computation is trivial)."""
         return self.evaluate_run(run, example, evaluator_run_id)
 
 
-def metric_evaluators(k_list: Sequence[int] = DEFAULT_K) -> list[MetricEvaluator]:
-    """Return one evaluator per metric of `metric_names(k_list)`."""
-    return [MetricEvaluator(name, k_list) for name in metric_names(k_list)]
+SUMMARY_PREFIX = "mean "
+"""Experiment-level feedback keys: `mean NDCG@10`, ... (the per-run keys stay the metric names)."""
+
+FAILED_KEY = "failed predictions"
+"""Experiment-level feedback key: examples without scores."""
+
+
+@dataclass(frozen=True)
+class ExperimentMeans:
+    """What the summary evaluator measured over an experiment's runs."""
+
+    examples: int
+    metrics: dict[str, float]
+    failed: int
+
+
+def experiment_means(
+    runs: Sequence[ls_schemas.Run],
+    examples: Sequence[ls_schemas.Example],
+    k_list: Sequence[int] = DEFAULT_K,
+) -> ExperimentMeans:
+    """Return each metric's mean over the runs that could be scored, and how many could not.
+
+    `runs` and `examples` are aligned, as LangSmith passes them to a summary evaluator.
+    """
+    names = metric_names(k_list)
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    failed = 0
+    for run, example in zip(runs, examples, strict=True):
+        try:
+            if run.error:
+                raise ValueError(run.error)
+            one = metric_scores(run.outputs, example.outputs, k_list)
+        except ValueError:
+            failed += 1
+            continue
+        for name in names:
+            scores[name].append(one[name])
+    # fsum: the mean does not depend on the order the examples finished in.
+    means = {name: math.fsum(values) / len(values) for name, values in scores.items() if values}
+    return ExperimentMeans(examples=len(runs), metrics=means, failed=failed)
 
 
 # --------------------------------------------------------------------------- experiment
@@ -348,13 +393,28 @@ async def arun_experiment(
     async def target(inputs: dict[str, Any]) -> dict[str, Any]:
         return await predict(inputs)
 
+    measured: list[ExperimentMeans] = []
+
+    def summary(
+        runs: list[ls_schemas.Run], examples: list[ls_schemas.Example]
+    ) -> EvaluationResults:
+        """The summary evaluator: the experiment's means, kept here and posted as experiment feedback."""
+        means = experiment_means(runs, examples, k_list)
+        measured.append(means)
+        results = [EvaluationResult(key=SUMMARY_PREFIX + k, score=v) for k, v in means.metrics.items()]
+        return {"results": [*results, EvaluationResult(key=FAILED_KEY, score=means.failed)]}
+
     experiment_metadata = {**shared, **metadata, "langsmith_dataset": dataset_name}
     try:
         with contextlib.redirect_stdout(sys.stderr):
             results = await aevaluate(
                 target,
                 data=dataset.id,
-                evaluators=metric_evaluators(k_list),
+                evaluators=[RankingEvaluator(k_list)],
+                summary_evaluators=[summary],
+                # No evaluator traces in the "evaluators" project: scoring a ranking is
+                # arithmetic, and the feedback itself is posted either way.
+                disable_evaluator_tracing=True,
                 metadata=experiment_metadata,
                 experiment_prefix=experiment_prefix,
                 description=f"m3rec on {dataset_name}",
@@ -366,27 +426,13 @@ async def arun_experiment(
         raise service_error(exc, f"run experiment on {dataset_name}", client.api_url) from exc
     finally:
         await asyncio.to_thread(_flush, client)
-
-    names = metric_names(k_list)
-    scores: dict[str, list[float]] = {name: [] for name in names}
-    examples = failed = 0
-    async for row in results:
-        examples += 1
-        found = {
-            r.key: r.score for r in row["evaluation_results"]["results"] if r.score is not None
-        }
-        if row["run"].error or not set(names) <= set(found):
-            failed += 1
-        for name in names:
-            if name in found:
-                scores[name].append(float(found[name]))
-    # fsum: the mean does not depend on the order the examples finished in.
-    means = {name: math.fsum(values) / len(values) for name, values in scores.items() if values}
+    if not measured:  # the SDK logs a summary evaluator's exception and goes on
+        raise RuntimeError(f"the summary evaluator of {results.experiment_name} did not run (see the log)")
     return ExperimentSummary(
         experiment_name=results.experiment_name,
         dataset_name=dataset_name,
-        examples=examples,
-        metrics=means,
-        failed=failed,
+        examples=measured[-1].examples,
+        metrics=measured[-1].metrics,
+        failed=measured[-1].failed,
         url=url,
     )

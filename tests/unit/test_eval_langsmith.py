@@ -59,13 +59,18 @@ def run(out: Path, models: ScriptedModels) -> EvalRun:
     )
 
 
+def run_feedback(stub: LangSmithApiStub) -> list[dict[str, Any]]:
+    """Feedback on runs; the summary evaluator's experiment-level feedback has no `run_id`."""
+    return [f for f in stub.feedback if f.get("run_id") is not None]
+
+
 def wait_for_feedback(
     stub: LangSmithApiStub, count: int, timeout: float = 10.0
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
-    while len(stub.feedback) < count and time.monotonic() < deadline:
+    while len(run_feedback(stub)) < count and time.monotonic() < deadline:
         time.sleep(0.02)
-    return stub.feedback
+    return run_feedback(stub)
 
 
 def test_every_method_and_slice_is_an_experiment_scored_like_the_local_results(
@@ -106,6 +111,18 @@ def test_every_method_and_slice_is_an_experiment_scored_like_the_local_results(
         )  # the SDK keeps 4 decimals
         seen.add(key)
     assert len(seen) == len(lines)
+    # each experiment's own feedback: the means of its local result lines
+    session_ids = {s["id"]: s["extra"]["metadata"] for s in stub.sessions.values()}
+    posted: dict[str, dict[str, float]] = {}
+    for fb in stub.feedback:
+        if fb.get("run_id") is None:
+            posted.setdefault(str(fb["session_id"]), {})[fb["key"]] = fb["score"]
+    assert set(posted) == set(session_ids)
+    for session_id, scores in posted.items():
+        meta = session_ids[session_id]
+        mine = [user_metrics(x["rank"]) for x in lines if (x["method"], x["slice"]) == (meta["method"], meta["slice"])]
+        means = {f"mean {k}": sum(m[k] for m in mine) / len(mine) for k in mine[0]}
+        assert scores == pytest.approx({**means, "failed predictions": 0}, abs=1e-4)
     # the graph's own runs are traced inside the experiment's runs
     graph_runs = [r for r in runs.values() if r.get("name") == "m3rec"]
     assert len(graph_runs) == 2 * USERS

@@ -122,19 +122,41 @@ async def run(client: Client | None, **overrides: Any) -> ExperimentSummary:
     return await arun_experiment(CASES, **kwargs)
 
 
+def run_feedback(stub: LangSmithApiStub) -> list[dict[str, Any]]:
+    """Feedback on runs (one per metric and example); experiment-level feedback has no `run_id`."""
+    return [f for f in stub.feedback if f.get("run_id") is not None]
+
+
+def experiment_feedback(stub: LangSmithApiStub) -> dict[str, dict[str, float]]:
+    """The summary evaluator's feedback: experiment (session) id -> key -> score."""
+    found: dict[str, dict[str, float]] = {}
+    for f in stub.feedback:
+        if f.get("run_id") is None:
+            found.setdefault(str(f["session_id"]), {})[f["key"]] = f["score"]
+    return found
+
+
 def wait_for_feedback(
     stub: LangSmithApiStub, count: int, timeout: float = 5.0
 ) -> list[dict[str, Any]]:
-    """The SDK posts feedback from background threads: wait (bounded) until `count` arrived.
+    """The SDK posts run feedback from background threads: wait (bounded) until `count` arrived.
 
     Every test that runs an experiment waits: a feedback post still pending when
     the stub stops is retried by the SDK with a long backoff, and the
-    interpreter waits for it at exit.
+    interpreter waits for it at exit. Returns the run feedback only (the summary
+    evaluator's experiment feedback is posted before `aevaluate` returns).
     """
     deadline = time.monotonic() + timeout
-    while len(stub.feedback) < count and time.monotonic() < deadline:
+    while len(run_feedback(stub)) < count and time.monotonic() < deadline:
         time.sleep(0.02)
-    return stub.feedback
+    return run_feedback(stub)
+
+
+def expected_experiment_feedback(summary: ExperimentSummary) -> dict[str, float]:
+    return {
+        **{f"mean {key}": value for key, value in summary.metrics.items()},
+        "failed predictions": summary.failed,
+    }
 
 
 def only_dataset(stub: LangSmithApiStub) -> dict[str, Any]:
@@ -233,6 +255,14 @@ async def test_experiment_uploads_dataset_runs_and_posts_metric_feedback(
         )
     assert summary.metrics["HR@10"] == pytest.approx(0.75)
     assert summary.metrics["MRR"] == pytest.approx((1 + 1 / 3 + 1 / 7 + 1 / 20) / 4)
+    # ... computed by the summary evaluator and posted as the experiment's own feedback.
+    assert experiment_feedback(stub) == {
+        session["id"]: pytest.approx(expected_experiment_feedback(summary), abs=1e-4)
+    }
+    # One evaluator per example and no evaluator traces (disable_evaluator_tracing):
+    # the only runs are the experiment's, and no feedback links to an evaluator run.
+    assert {r["session_name"] for r in stub.runs.values()} == {summary.experiment_name}
+    assert not any("__run" in (f["feedback_source"].get("metadata") or {}) for f in feedback)
 
     # The SDK's "View the evaluation results" line does not land on stdout.
     assert capsys.readouterr().out == ""
@@ -262,6 +292,7 @@ async def test_rerun_reuses_the_dataset(stub: LangSmithApiStub, client: Client) 
     assert second.metrics == first.metrics
     # Let the SDK's background feedback posts land before the stub stops.
     assert len(wait_for_feedback(stub, 2 * len(CASES) * len(metric_names()))) == 64
+    assert len(experiment_feedback(stub)) == 2
 
 
 def test_interrupted_upload_is_completed_and_foreign_examples_are_refused(
@@ -296,6 +327,9 @@ async def test_a_failing_prediction_is_counted_not_scored(
     feedback = wait_for_feedback(stub, len(CASES) * len(metric_names()))
     errors = [f for f in feedback if f.get("score") is None]
     assert {f["key"] for f in errors} == set(metric_names())
+    ((_, posted),) = experiment_feedback(stub).items()
+    assert posted == pytest.approx(expected_experiment_feedback(summary), abs=1e-4)
+    assert posted["failed predictions"] == 1
 
 
 # --------------------------------------------------------------------------- failures
