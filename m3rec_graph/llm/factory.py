@@ -6,9 +6,10 @@ server. Tests and hosts inject their own factory into `build_graph`.
 
 import asyncio
 import contextlib
+import inspect
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,7 +20,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import ChatGeneration
-from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableSequence
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableGenerator,
+    RunnableSequence,
+)
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 from pydantic import BaseModel, ValidationError
@@ -153,6 +160,10 @@ def _cut_off_message(exc: openai.LengthFinishReasonError) -> AIMessage | None:
     )
 
 
+def _refused(exc: ModelRefusalError) -> str:
+    return f"the model refused: {str(exc)[:200]}"
+
+
 def _describe_parsing_error(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         return describe_validation_error(exc)
@@ -164,17 +175,26 @@ def _describe_parsing_error(exc: BaseException) -> str:
     return f"the answer is not valid JSON for the schema ({text[:200]})"
 
 
+MessageStep = Callable[[Iterator[BaseMessage]], Iterator[BaseMessage]]
+"""A step of a structured-output chain between the model and its parser (langchain-openai's `_check_refusal`)."""
+
+
 @dataclass(frozen=True)
 class StructuredCall:
-    """How one structured request goes out: the model bound to the answer schema, and its parser.
+    """How one structured request goes out: `with_structured_output`'s own steps, run one by one.
 
-    `request` is what `with_structured_output` itself sends (for ChatOpenAI: the
-    model bound to `response_format`, or to a forced tool call), so the request
-    is langchain's; `parser` is the output parser `with_structured_output` would
-    apply. Calling the two directly keeps one traced LLM run per call instead of
-    the include-raw chain's eight nested runnables, each with its own callback
-    set-up (the graph's largest per-call cost), and keeps the raw message, so
-    token usage survives a parsing failure.
+    For ChatOpenAI (langchain-openai 1.8.1, checked in
+    `tests/unit/test_structured_call.py`) `with_structured_output(schema, method=...)` is
+    `bound model | RunnableGenerator(_check_refusal) | output parser`: `request` is the
+    model bound to `response_format` (or to a forced tool call), `steps` the library's
+    refusal check (a refusal block in `content_blocks`, or a content-filter stop, raises
+    `ModelRefusalError`), `parser` its output parser. `ainvoke_structured` sends `request`
+    and then applies `steps` and `parser` to the raw message itself, exactly as the
+    chain would, which keeps one traced LLM run per call instead of the include-raw
+    chain's eight nested runnables, each with its own callback set-up (the graph's
+    largest per-call cost), and keeps the raw message (`include_raw`'s `raw`), so
+    token usage and the text the validate-and-re-ask edge quotes survive a refusal
+    or a parsing failure.
     """
 
     request: Runnable[Any, Any]
@@ -182,13 +202,59 @@ class StructuredCall:
     """None: `request` is the include-raw chain, answering `{"raw", "parsed", "parsing_error"}`."""
     json_schema: dict[str, Any]
     """The answer's JSON schema, as sent."""
+    steps: tuple[MessageStep, ...] = ()
+    """The chain's steps between `request` and `parser`, in order (langchain-openai: its refusal check)."""
+
+
+def _message_step(step: Runnable[Any, Any]) -> MessageStep | None:
+    """Return the generator function a `RunnableGenerator` step runs, if it has a sync one."""
+    if not isinstance(step, RunnableGenerator):
+        return None
+    transform = getattr(step, "_transform", None)  # what `RunnableGenerator.invoke` streams through
+    return transform if inspect.isgeneratorfunction(transform) else None
+
+
+def _apply_steps(steps: Sequence[MessageStep], message: BaseMessage) -> BaseMessage:
+    """Run `steps` on one message as the chain's `invoke` would (each step's chunks added up)."""
+    for step in steps:
+        final: BaseMessage | None = None
+        for chunk in step(iter([message])):
+            final = chunk if final is None else final + chunk  # type: ignore[assignment]
+        if final is None:
+            raise OutputParserException("the structured-output chain dropped the answer")
+        message = final
+    return message
+
+
+def _check_standard_refusal(messages: Iterator[BaseMessage]) -> Iterator[BaseMessage]:
+    """The refusal check for chat models whose structured output is not langchain-openai's.
+
+    A host's or a test's model (`model | parser`) brings no check of its own, so this
+    reads langchain-core's provider-neutral refusal: a `refusal` block in
+    `content_blocks` (`ModelRefusalError`'s own contract), a Chat Completions
+    `refusal` field (which `content_blocks` lists only on messages tagged as
+    OpenAI's), or a content-filter stop.
+    """
+    for message in messages:
+        for block in message.content_blocks:
+            if block["type"] == "refusal":
+                if text := block.get("refusal"):
+                    raise ModelRefusalError(str(text), raw_message=message)
+                raise ModelRefusalError(raw_message=message)
+        refusal = message.additional_kwargs.get("refusal")
+        if refusal:
+            raise ModelRefusalError(str(refusal), raw_message=message)
+        if message.response_metadata.get("finish_reason") == "content_filter":
+            raise ModelRefusalError("the provider's content filter stopped the answer", raw_message=message)
+        yield message
 
 
 def structured_call(model: BaseChatModel, json_schema: dict[str, Any], method: StructuredMethod) -> StructuredCall:
-    """Split `model.with_structured_output(json_schema, method=...)` into its request and its parser.
+    """Split `model.with_structured_output(json_schema, method=...)` into its steps.
 
-    A model whose structured output is not `bound model | ... | output parser`
-    keeps langchain's include-raw chain.
+    The chain must be `bound model | generator steps... | output parser`; any other
+    shape keeps langchain's include-raw chain, which runs every step itself.
+    Models other than ChatOpenAI also get `_check_standard_refusal` before the parser.
     """
     chain = model.with_structured_output(json_schema, method=method)
     if (
@@ -196,7 +262,12 @@ def structured_call(model: BaseChatModel, json_schema: dict[str, Any], method: S
         and isinstance(chain.first, (BaseChatModel, RunnableBinding))
         and isinstance(chain.last, BaseOutputParser)
     ):
-        return StructuredCall(chain.first, chain.last, json_schema)
+        steps = [_message_step(step) for step in chain.middle]
+        if all(step is not None for step in steps):
+            checks = tuple(step for step in steps if step is not None)
+            if not isinstance(model, BaseChatOpenAI):
+                checks += (_check_standard_refusal,)
+            return StructuredCall(chain.first, chain.last, json_schema, checks)
     return StructuredCall(
         model.with_structured_output(json_schema, method=method, include_raw=True), None, json_schema
     )
@@ -227,20 +298,6 @@ def _structured_call_for(model: BaseChatModel, contract: AnswerContract, method:
     return call
 
 
-def _refusal(message: AIMessage) -> str | None:
-    """Return why the provider refused to answer in the schema, if it did.
-
-    The checks langchain-openai's structured-output chain makes (a `refusal`,
-    or a content-filter stop), which `StructuredCall` does not run.
-    """
-    refusal = message.additional_kwargs.get("refusal")
-    if refusal:
-        return str(refusal)
-    if message.response_metadata.get("finish_reason") == "content_filter":
-        return "the provider's content filter stopped the answer"
-    return None
-
-
 async def ainvoke_structured(
     model: BaseChatModel,
     schema: AnswerContract | type[BaseModel],
@@ -269,7 +326,7 @@ async def ainvoke_structured(
     except openai.LengthFinishReasonError as exc:
         return StructuredAnswer(None, _CUT_OFF, _cut_off_message(exc), cut_off=True)
     except ModelRefusalError as exc:
-        return StructuredAnswer(None, f"the model refused: {str(exc)[:200]}", None)
+        return StructuredAnswer(None, _refused(exc), None)
     except OutputParserException as exc:
         return StructuredAnswer(None, _describe_parsing_error(exc), None)
     if call.parser is None:
@@ -280,16 +337,19 @@ async def ainvoke_structured(
     else:
         raw_message = out if isinstance(out, AIMessage) else None
         error, parsed = None, None
-        refusal = _refusal(raw_message) if raw_message is not None else None
-        if refusal is not None:
-            return StructuredAnswer(None, f"the model refused: {refusal[:200]}", raw_message)
+        try:
+            checked = _apply_steps(call.steps, out)  # the library's refusal check
+        except ModelRefusalError as exc:
+            return StructuredAnswer(None, _refused(exc), raw_message)
         if raw_message is not None and raw_message.response_metadata.get("finish_reason") == "length":
             # A cut-off forced function call (json_schema answers raise LengthFinishReasonError instead).
             return StructuredAnswer(None, _CUT_OFF, raw_message, cut_off=True)
         try:
-            parsed = call.parser.parse_result([ChatGeneration(message=out)])
-        except (OutputParserException, ValueError) as exc:
-            error = exc
+            parsed = call.parser.parse_result([ChatGeneration(message=checked)])
+        except (OutputParserException, ModelRefusalError, ValueError) as exc:
+            error = exc  # langchain-core's JSON and tool parsers check for refusal blocks too
+    if isinstance(error, ModelRefusalError):  # the include-raw chain reports its refusal check here
+        return StructuredAnswer(None, _refused(error), raw_message)
     if error is not None:
         return StructuredAnswer(None, _describe_parsing_error(error), raw_message)
     if parsed is None:
