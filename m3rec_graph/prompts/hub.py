@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
+import tomli_w
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.prompts.chat import (
     AIMessagePromptTemplate,
@@ -188,58 +189,22 @@ def _messages(template: Any, ref: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _toml_string(text: str) -> str:
-    """Return `text` as a TOML basic string literal."""
-    out = ['"']
-    for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_multiline(text: str) -> str:
-    """Return `text` as a TOML multi-line basic string that reads back exactly."""
-    out = []
-    for n, ch in enumerate(text):
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')  # escaping every quote keeps `"""` and trailing quotes safe
-        elif ch == "\n":
-            out.append("\\n" if n == 0 else "\n")  # TOML drops a newline right after the opening quotes
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"""' + "".join(out) + '"""'
-
-
 def prompt_file_text(name: str, description: str, messages: Sequence[tuple[str, str]], hub_commit: str | None) -> str:
-    """Render a prompt file in the layout of `prompts/*.toml`."""
-    lines = [f"name = {_toml_string(name)}", f"description = {_toml_string(description)}"]
+    r"""Render a prompt file in the layout of `prompts/*.toml` (what `tomllib` reads back is the input).
+
+    Multi-line templates are written as TOML multi-line strings, so the file reads like
+    the shipped ones (tomli-w may write short one-line messages as an inline array of
+    tables: the same data). tomli-w writes a `\r\n` inside a multi-line string as a
+    newline; a template holding one is written with one-line escaped strings instead,
+    which read back exactly.
+    """
+    document: dict[str, Any] = {"name": name, "description": description}
     if hub_commit:
-        lines.append(f"hub_commit = {_toml_string(hub_commit)}")
-    for role, template in messages:
-        lines += ["", "[[messages]]", f"role = {_toml_string(role)}", f"template = {_toml_multiline(template)}"]
-    text = "\n".join(lines) + "\n"
-    back = tomllib.loads(text)
-    if [(m["role"], m["template"]) for m in back["messages"]] != list(messages):  # pragma: no cover
-        raise PromptHubError(f"could not write {name} as TOML losslessly")
+        document["hub_commit"] = hub_commit
+    document["messages"] = [{"role": role, "template": template} for role, template in messages]
+    text = tomli_w.dumps(document, multiline_strings=True)
+    if tomllib.loads(text) != document:
+        text = tomli_w.dumps(document)
     return text
 
 

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomli_w
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.prompts import ChatPromptTemplate
 from langsmith import Client
 from urllib3.util import Retry
@@ -15,6 +18,7 @@ from m3rec_graph.cli import app as cli
 from m3rec_graph.prompts.hub import (
     PROMPT_NAMES,
     PromptHubError,
+    hub_prompt_file,
     prompt_file_text,
     pull_prompts,
     push_prompts,
@@ -61,8 +65,9 @@ def edited(name: str, new_system: str) -> ChatPromptTemplate:
     return ChatPromptTemplate.from_messages(messages, template_format="mustache")
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(folder.glob("*.toml"))}
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Each prompt file's bytes and modification time: "untouched" means not even rewritten."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.glob("*.toml"))}
 
 
 def test_hub_names_come_from_the_prompt_files() -> None:
@@ -124,7 +129,24 @@ def test_pull_of_the_same_wording_leaves_the_file_alone(client: Client, prompts_
     before = snapshot(prompts_copy)
     results = pull_prompts(client, directory=prompts_copy)
     assert [r.changed for r in results] == [False] * 4
-    assert snapshot(prompts_copy) == before
+    assert snapshot(prompts_copy) == before  # byte-identical, and not rewritten
+
+
+def test_a_written_file_is_left_alone_by_the_next_pull_of_the_same_wording(
+    client: Client, prompts_copy: Path, tmp_path: Path
+) -> None:
+    client.push_prompt("m3rec-mar", object=edited("mar_listwise", "Rank these.\nBe brief."))
+    (first,) = pull_prompts(client, ["mar_listwise"], directory=prompts_copy)
+    assert first.changed
+    written = snapshot(prompts_copy)
+    (again,) = pull_prompts(client, ["mar_listwise"], directory=prompts_copy)
+    assert not again.changed and again.version == first.version
+    assert snapshot(prompts_copy) == written
+    # one run's hub prompt: the cache file is written once, then reused as it is
+    cached = hub_prompt_file(client, "mar_listwise", "m3rec-mar", directory=tmp_path / "hub")
+    state = (cached.read_bytes(), cached.stat().st_mtime_ns)
+    assert hub_prompt_file(client, "mar_listwise", "m3rec-mar", directory=tmp_path / "hub") == cached
+    assert (cached.read_bytes(), cached.stat().st_mtime_ns) == state
 
 
 @pytest.mark.parametrize(
@@ -169,6 +191,69 @@ def test_prompt_files_round_trip_awkward_text() -> None:
     spec = tomllib.loads(text)
     assert [(m["role"], m["template"]) for m in spec["messages"]] == nasty
     assert spec["name"] == 'm3rec-"x"' and spec["hub_commit"] == "abc123"
+
+
+SHIPPED = sorted((Path(__file__).parents[2] / "prompts").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_prompt_file_round_trips_through_tomli_w(path: Path) -> None:
+    spec = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert tomllib.loads(tomli_w.dumps(spec)) == spec
+    assert tomllib.loads(tomli_w.dumps(spec, multiline_strings=True)) == spec
+    messages = [(m["role"], m["template"]) for m in spec["messages"]]
+    text = prompt_file_text(spec["name"], spec["description"], messages, spec.get("hub_commit"))
+    assert tomllib.loads(text) == spec
+    assert '"""' in text  # the templates stay readable multi-line strings
+
+
+def test_shipped_prompt_files_are_all_tested() -> None:
+    assert {p.stem for p in SHIPPED} == set(PROMPT_NAMES)
+
+
+# Any text, with what TOML escapes or delimits drawn often: quotes, triple quotes, backslashes,
+# CR, LF, CRLF, tab, control characters.
+AWKWARD = st.lists(
+    st.one_of(
+        st.sampled_from(['"', '"""', "'", "\\", "\r", "\n", "\r\n", "\t", "\x00", "\x1f", "\x7f"]),
+        st.characters(),  # every code point but surrogates (hypothesis excludes Cs by default)
+    ),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(AWKWARD)
+def test_tomli_w_round_trips_any_string(value: str) -> None:
+    document = {"s": value, "t": [{"template": value}]}
+    assert tomllib.loads(tomli_w.dumps(document)) == document
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    AWKWARD,
+    AWKWARD,
+    st.lists(st.tuples(st.sampled_from(["system", "human", "ai"]), AWKWARD), min_size=1, max_size=3),
+    st.one_of(st.none(), st.text(min_size=1)),
+)
+def test_prompt_files_round_trip_any_text(
+    name: str, description: str, messages: list[tuple[str, str]], hub_commit: str | None
+) -> None:
+    spec = tomllib.loads(prompt_file_text(name, description, messages, hub_commit))
+    assert [(m["role"], m["template"]) for m in spec["messages"]] == messages
+    assert (spec["name"], spec["description"], spec.get("hub_commit")) == (name, description, hub_commit)
+
+
+def test_tomli_w_multiline_strings_turn_crlf_into_lf() -> None:
+    """Why `prompt_file_text` falls back to one-line strings for a template with `\\r\\n`.
+
+    If a tomli-w release keeps `\\r\\n`, this fails and the fallback can go.
+    """
+    document = {"template": "one\r\ntwo"}
+    assert tomllib.loads(tomli_w.dumps(document, multiline_strings=True)) == {"template": "one\ntwo"}
+    assert tomllib.loads(prompt_file_text("n", "d", [("system", "one\r\ntwo")], None))["messages"] == [
+        {"role": "system", "template": "one\r\ntwo"}
+    ]
 
 
 def closed_port_url() -> str:
