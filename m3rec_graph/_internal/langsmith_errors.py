@@ -2,7 +2,7 @@
 
 The SDK's messages run over several lines and end in a traceback of the HTTP call; the CLI
 prints one line that says what failed, why in words a user can act on, and the SDK's
-first sentence. Each caller wraps the message in its own error type.
+first sentence. Each caller raises its own subclass of `LangSmithFailure`.
 """
 
 from langsmith.utils import (
@@ -12,7 +12,18 @@ from langsmith.utils import (
     LangSmithNotFoundError,
 )
 
+from m3rec_graph.errors import M3RecError
+
 _MAX_SENTENCE = 160
+
+
+class LangSmithFailure(M3RecError, RuntimeError):
+    """Base of the errors raised when LangSmith could not be reached or refused."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+        """True when LangSmith could not be reached at all (no HTTP answer)."""
 
 
 def first_sentence(exc: BaseException) -> str:

@@ -59,27 +59,28 @@ class LangSmithConfigError(M3RecError, ValueError):
     """The experiment cannot run as asked: no API key, no cases, or a dataset name taken by other examples."""
 
 
-class LangSmithServiceError(M3RecError, RuntimeError):
-    """LangSmith could not be reached, rejected the API key, or failed a request."""
-
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
-        """True when LangSmith could not be reached at all."""
+class LangSmithServiceError(langsmith_errors.LangSmithFailure):
+    """LangSmith could not be reached, rejected the API key, or failed a request (`.unreachable` tells which)."""
 
 
 @dataclass(frozen=True)
-class ExperimentSummary:
-    """What one LangSmith experiment measured."""
+class ExperimentMeans:
+    """What the summary evaluator measured over an experiment's runs."""
 
-    experiment_name: str
-    dataset_name: str
     examples: int
     """Examples run (one per evaluation case)."""
     metrics: dict[str, float]
     """Metric name (as in `metric_names`) -> mean over the examples that were scored."""
     failed: int
     """Examples without scores: `predict` raised or returned no usable ranking."""
+
+
+@dataclass(frozen=True)
+class ExperimentSummary(ExperimentMeans):
+    """What one LangSmith experiment measured, and where to see it."""
+
+    experiment_name: str
+    dataset_name: str
     url: str | None
     """The dataset's compare page with this experiment selected (or the experiment's page)."""
 
@@ -297,15 +298,6 @@ FAILED_KEY = "failed predictions"
 """Experiment-level feedback key: examples without scores."""
 
 
-@dataclass(frozen=True)
-class ExperimentMeans:
-    """What the summary evaluator measured over an experiment's runs."""
-
-    examples: int
-    metrics: dict[str, float]
-    failed: int
-
-
 def experiment_means(
     runs: Sequence[ls_schemas.Run],
     examples: Sequence[ls_schemas.Example],
@@ -429,10 +421,8 @@ async def arun_experiment(
     if not measured:  # the SDK logs a summary evaluator's exception and goes on
         raise RuntimeError(f"the summary evaluator of {results.experiment_name} did not run (see the log)")
     return ExperimentSummary(
+        **vars(measured[-1]),
         experiment_name=results.experiment_name,
         dataset_name=dataset_name,
-        examples=measured[-1].examples,
-        metrics=measured[-1].metrics,
-        failed=measured[-1].failed,
         url=url,
     )

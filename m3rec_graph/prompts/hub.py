@@ -48,7 +48,6 @@ from langsmith.utils import LangSmithConflictError, LangSmithError
 from m3rec_graph._internal import langsmith_errors
 from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph._internal.paths import cache_dir
-from m3rec_graph.errors import M3RecError
 from m3rec_graph.prompts import loader as prompts
 from m3rec_graph.prompts.loader import PromptName, StagePrompt, load_prompt, prompt_dir
 
@@ -60,13 +59,12 @@ _ROLES: tuple[tuple[type[Any], str], ...] = (
 )
 
 
-class PromptHubError(M3RecError, RuntimeError):
-    """LangSmith could not be reached, refused, or returned a prompt the stage cannot use."""
+class PromptHubError(langsmith_errors.LangSmithFailure):
+    """LangSmith could not be reached, refused, or returned a prompt the stage cannot use.
 
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
-        """True when LangSmith could not be reached at all (a run may fall back to the local file)."""
+    `.unreachable` is True when LangSmith could not be reached at all (a run may fall back
+    to the local file).
+    """
 
 
 def hub_error(exc: LangSmithError, action: str, api_url: str) -> PromptHubError:
