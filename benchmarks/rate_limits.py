@@ -6,7 +6,8 @@ python -m benchmarks.rate_limits --quick   # 3 users x 8 candidates, 1 server x 
 ```
 
 A batch of recommendations runs through the production graph (`build_graph()`
-with the default `openai_chat_model` factory, so the real `ChatOpenAI` path)
+with `openai_chat_model`, given the server and the limits by `endpoint_chat_models`,
+so the real `ChatOpenAI` path)
 against `tests.fault_server.FaultServer`, whose scripted answerer returns valid
 JSON after `latency_s` and which enforces, like a provider, a tokens-per-minute
 limit (prompt + schema + `max_tokens` booked on arrival, token bucket) and a cap
@@ -37,14 +38,13 @@ from typing import Any
 from benchmarks.soak import (
     CallCounter,
     SoakSettings,
-    context_for_server,
+    graph_for_server,
     machine_info,
     make_requests,
+    soak_context,
 )
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.graph import build_graph
-from m3rec_graph.state import RecInput
-from m3rec_graph.storage.traits import InMemoryTraitCache
+from m3rec_graph.state import M3RecGraph, RecInput
 from tests.fault_server import FaultConfig, FaultServer
 
 
@@ -166,11 +166,19 @@ def client_limits(
     return tpm, cap
 
 
-def context_for(url: str, settings: Settings, tpm: int | None, cap: int | None) -> M3RecContext:
-    """Return a context whose three stages call `MODEL_NAME` at `url` with these client limits."""
-    soak = SoakSettings(timeout_s=settings.timeout_s, max_retries=settings.max_retries, seed=settings.seed)
-    return context_for_server(
-        url, soak, tokens_per_minute=tpm, max_inflight_requests=cap, routing="rate-limits"
+def _soak_settings(settings: Settings) -> SoakSettings:
+    return SoakSettings(timeout_s=settings.timeout_s, max_retries=settings.max_retries, seed=settings.seed)
+
+
+def context_for(settings: Settings) -> M3RecContext:
+    """Return the run context: the three stages call `MODEL_NAME` (the endpoint is the factory's)."""
+    return soak_context(_soak_settings(settings))
+
+
+def graph_for(url: str, settings: Settings, tpm: int | None, cap: int | None) -> M3RecGraph:
+    """Return the production graph whose models call `url` with these client limits."""
+    return graph_for_server(
+        url, _soak_settings(settings), tokens_per_minute=tpm, max_inflight_requests=cap, key_label="rate-limits"
     )
 
 
@@ -206,8 +214,8 @@ async def run_once(
     tpm, cap = client_limits(settings, provider, run)
     counter = CallCounter()
     with FaultServer(server_config(settings, provider)) as server:
-        ctx = context_for(server.url, settings, tpm, cap)
-        graph = build_graph(trait_cache=InMemoryTraitCache())
+        ctx = context_for(settings)
+        graph = graph_for(server.url, settings, tpm, cap)
         started = time.perf_counter()
         outs = await graph.abatch(
             list(requests),

@@ -5,14 +5,16 @@ python -m benchmarks.soak           # 200 users x 20 candidates, 30% of requests
 python -m benchmarks.soak --quick   # 12 users x 8 candidates, short timeouts; prints only (the unit test runs this)
 ```
 
-Every stage's `ModelSpec` points `base_url` at `tests.fault_server.FaultServer`, an
+Every stage calls the model `fault-model` (the run context names it), and the chat
+model factory points it at `tests.fault_server.FaultServer`, an
 OpenAI-compatible server on 127.0.0.1 that answers with schema-valid JSON from a
 scripted answerer, except for a seeded share of requests, which get one of the
 fault kinds (malformed JSON, wrong ids or scores, truncated, empty, 429 with
 Retry-After, 500/503, slower than the client timeout, dropped connection). The
-graph is the production one (`build_graph()` with the default `openai_chat_model`
-factory), so the faults travel through the OpenAI client's retries, langchain-openai's
-error mapping, the re-ask loop and the fallbacks.
+graph is the production one (`build_graph()` with `openai_chat_model`, given the
+server's URL, timeout, retries and limits by `endpoint_chat_models`), so the faults
+travel through the OpenAI client's retries, langchain-openai's error mapping, the
+re-ask loop and the fallbacks.
 
 Who retries: the OpenAI client, and only it (`ModelSpec.max_retries`, on 408/409/429/5xx,
 timeouts and connection errors, with exponential backoff that honours `Retry-After`),
@@ -63,14 +65,15 @@ import openai
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 
-from m3rec_graph.context import M3RecContext, ModelSpec, Stage
+from m3rec_graph.context import M3RecContext, ModelSpec
 from m3rec_graph.graph import build_graph
-from m3rec_graph.state import ItemDict, RecInput
+from m3rec_graph.llm.endpoint import endpoint_chat_models
+from m3rec_graph.llm.factory import ChatModelFactory
+from m3rec_graph.state import ItemDict, M3RecGraph, RecInput
 from m3rec_graph.storage.traits import InMemoryTraitCache
 from tests.fault_server import FAULT_KINDS, FaultConfig, FaultRates, FaultServer
 
 MODEL_NAME = "fault-model"
-MAX_TOKENS: dict[Stage, int] = {"mope": 700, "mote": 300, "mar": 1500}
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 KEEP_MARKER = "<!-- Sections below are written by other commands"
 _DEFAULT_MAX_RETRIES = ModelSpec(name=MODEL_NAME).max_retries
@@ -151,39 +154,40 @@ def make_requests(settings: SoakSettings, users: int | None = None) -> list[RecI
     return requests
 
 
-def context_for_server(
+def soak_context(settings: SoakSettings) -> M3RecContext:
+    """Return the run context: every stage calls `MODEL_NAME` (names and settings only, no endpoint)."""
+    return M3RecContext(
+        models={"mope": MODEL_NAME, "mote": MODEL_NAME, "mar": MODEL_NAME},
+        mar_chunk_size=settings.mar_chunk_size,
+        seed=settings.seed,
+    )
+
+
+def models_for_server(
     url: str,
     settings: SoakSettings,
     *,
     requests_per_second: float | None = None,
     tokens_per_minute: int | None = None,
     max_inflight_requests: int | None = None,
-    routing: str = "soak",
-) -> M3RecContext:
-    """Return a run context whose three stages call the model `MODEL_NAME` at `url` with these client limits."""
-
-    def spec(stage: Stage) -> ModelSpec:
-        return ModelSpec(
-            name=MODEL_NAME,
-            max_tokens=MAX_TOKENS[stage],
-            base_url=url,
-            api_key=f"sk-{routing}-not-a-real-key",
-            timeout_s=settings.timeout_s,
-            max_retries=settings.max_retries,
-            tokenizer_model="gpt-4o",
-            requests_per_second=requests_per_second,
-            tokens_per_minute=tokens_per_minute,
-            max_inflight_requests=max_inflight_requests,
-        )
-
-    return M3RecContext(
-        mope_model=spec("mope"),
-        mote_model=spec("mote"),
-        mar_model=spec("mar"),
-        routing=routing,
-        mar_chunk_size=settings.mar_chunk_size,
-        seed=settings.seed,
+    key_label: str = "soak",
+) -> ChatModelFactory:
+    """Return the chat model factory that sends every stage to `url` with these client settings and limits."""
+    return endpoint_chat_models(
+        url,
+        api_key=f"sk-{key_label}-not-a-real-key",
+        timeout_s=settings.timeout_s,
+        max_retries=settings.max_retries,
+        tokenizer_model="gpt-4o",
+        requests_per_second=requests_per_second,
+        tokens_per_minute=tokens_per_minute,
+        max_inflight_requests=max_inflight_requests,
     )
+
+
+def graph_for_server(url: str, settings: SoakSettings, **limits: Any) -> M3RecGraph:
+    """Return the production graph with `models_for_server(url, settings, **limits)` and a fresh trait cache."""
+    return build_graph(chat_models=models_for_server(url, settings, **limits), trait_cache=InMemoryTraitCache())
 
 
 class CallCounter(BaseCallbackHandler):
@@ -373,8 +377,8 @@ async def run_batch(
     requests_per_second: float | None = None,
 ) -> BatchReport:
     """Run `requests` through the production graph against `server` and count what happened."""
-    ctx = context_for_server(server.url, settings, requests_per_second=requests_per_second)
-    graph = build_graph(trait_cache=InMemoryTraitCache())
+    ctx = soak_context(settings)
+    graph = graph_for_server(server.url, settings, requests_per_second=requests_per_second)
     counter = CallCounter()
     server.reset()
     started = time.perf_counter()
@@ -534,15 +538,16 @@ def render_markdown(report: SoakReport) -> str:
     """Render the report as the body of `docs/reliability.md`."""
     s, f = report.settings, report.faults
     stages = ("mope", "mote", "mar")
-    reasks = context_for_server("http://127.0.0.1:9/v1", s).max_schema_retries
+    reasks = soak_context(s).max_schema_retries
     lines = [
         "# Reliability: faults, retries, fallbacks and rate limits",
         "",
         f"Measured {report.finished} with `{report.command}` (`benchmarks/soak.py`; "
         "`--quick` runs a small version inside `tests/unit/test_reliability.py`).",
         "",
-        "Every stage calls the production `ChatOpenAI` path (`build_graph()` with the default "
-        "`openai_chat_model` factory) against `tests/fault_server.py`, an OpenAI-compatible "
+        "Every stage calls the production `ChatOpenAI` path (`build_graph()` with "
+        "`openai_chat_model`, pointed at the server by `endpoint_chat_models`) against "
+        "`tests/fault_server.py`, an OpenAI-compatible "
         "server on 127.0.0.1 whose scripted answerer returns schema-valid JSON, except for a "
         "seeded share of requests that get a fault instead. The answerer takes no time, so the "
         "figures measure the client, the graph and the faults, not a model.",

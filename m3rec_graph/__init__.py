@@ -8,6 +8,7 @@ evaluation stack (torch, matplotlib).
 import importlib
 import sys
 import types
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from m3rec_graph.context import M3RecContext, ModelSpec
@@ -29,7 +30,7 @@ from m3rec_graph.errors import (
 )
 from m3rec_graph.integrations.embed import as_node, as_tool, astream_progress
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
-from m3rec_graph.llm.routing import PRESETS, RemoteContext, context_for, default_preset
+from m3rec_graph.llm.routing import PRESETS, context_for, default_preset
 from m3rec_graph.local.server import local_server
 from m3rec_graph.state import RecInput, RecOutput
 from m3rec_graph.storage.catalog import (
@@ -43,6 +44,9 @@ from m3rec_graph.storage.traits import InMemoryTraitCache, SqliteTraitCache, Tra
 
 if TYPE_CHECKING:
     from m3rec_graph.graph import build_graph, graph
+
+    RemoteContext = M3RecContext
+    """Deprecated alias: `M3RecContext` is the one run context."""
 
 
 
@@ -63,6 +67,13 @@ def __getattr__(name: str) -> Any:
     if name in ("build_graph", "graph"):
         module = importlib.import_module("m3rec_graph.graph")
         return module.build_graph if name == "build_graph" else globals()["graph"]
+    if name == "RemoteContext":  # deprecated: the JSON context is M3RecContext itself
+        warnings.warn(
+            "m3rec_graph.RemoteContext is deprecated: use M3RecContext, the one run context (same JSON fields)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return M3RecContext
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
@@ -88,7 +99,6 @@ __all__ = [
     "RecInput",
     "RecOutput",
     "RecommendationRequest",
-    "RemoteContext",
     "SqliteCatalog",
     "SqliteTraitCache",
     "TraitCache",

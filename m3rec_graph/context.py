@@ -1,8 +1,22 @@
-"""Per-run settings: which model each stage calls, the re-ask budget, MAR mode, seed."""
+"""Per-run settings: which model each stage calls, the re-ask budget, MAR mode, seed.
 
+`M3RecContext` is the one run context: flat, JSON-friendly, hashable, every field
+with a default (like the LangGraph react-agent template's `Context`). It names
+models, reasoning efforts and settings only. Endpoints, keys and rate limits are
+not in it: the chat model factory takes them from the environment, the model
+registry and `build_graph(chat_models=...)`. The context travels into run
+metadata and checkpoints, so it must never carry a secret or an address.
+
+`m3rec_graph.llm.routing` turns a context into each stage's `ModelSpec`, once per
+distinct context (cached).
+"""
+
+import datetime as dt
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+import warnings
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, NoReturn, TypeVar, get_args
 
 from m3rec_graph.errors import ConfigurationError
 
@@ -13,6 +27,12 @@ StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
 
 Ablation = Literal["none", "no_mope", "no_mote", "no_mar"]
 ABLATIONS: tuple[Ablation, ...] = ("none", "no_mope", "no_mote", "no_mar")
+
+MarMode = Literal["listwise", "pointwise"]
+
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+EFFORTS: tuple[Effort, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+"""Every `reasoning_effort` value openai-python knows, weakest first."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,19 +111,60 @@ class ModelSpec:
             )
 
 
-@dataclass(frozen=True, kw_only=True)
-class M3RecContext:
-    """Static run context. Pass it as `graph.ainvoke(inputs, context=M3RecContext(...))`.
+K = TypeVar("K", bound=str)
+V = TypeVar("V", bound=str)
 
-    Build one from a named routing preset with `m3rec_graph.llm.routing.context_for`.
+
+class FrozenMap(dict[K, V]):
+    """A read-only dict that hashes by content: the mapping fields of a hashable context.
+
+    It is a `dict`, so it serialises as a JSON object (json, orjson, msgpack) and
+    compares equal to a plain dict with the same items.
     """
 
-    mope_model: ModelSpec
-    mote_model: ModelSpec
-    mar_model: ModelSpec
-    routing: str = "custom"
-    """Name of the preset these specs came from (recorded in traces and usage)."""
-    mar_mode: Literal["listwise", "pointwise"] = "listwise"
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[type["FrozenMap[K, V]"], tuple[dict[K, V]]]:
+        # pickle and copy.deepcopy would rebuild a dict subclass item by item (`__setitem__`).
+        return (type(self), (dict(self),))
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a context's mappings are read-only: build a new context (dataclasses.replace)")
+
+    __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = __ior__ = _read_only
+
+
+@dataclass(frozen=True, kw_only=True)
+class M3RecContext:
+    """The run context. Pass it as `graph.ainvoke(inputs, context=M3RecContext(...))`, or as JSON.
+
+    Every field has a default, so `M3RecContext()` is the default routing and a
+    remote caller sends only what it changes, e.g. `{"routing": "hybrid", "models":
+    {"mar": "gpt-6-sol"}, "efforts": {"mar": "medium"}}`. A `dict` context is turned
+    into this type by LangGraph (`context_schema`) or by `M3RecContext.coerce`;
+    unset or `null` fields keep their defaults. `m3rec_graph.llm.routing.context_for`
+    builds one from a preset and checks it at once.
+
+    Raises:
+        ConfigurationError: A field of the wrong type, an unknown stage, an unknown
+            reasoning effort, MAR mode or ablation, or a bad date.
+    """
+
+    routing: str | None = None
+    """A key of `PRESETS`; unset: `default_preset()` when the run starts (`hybrid` with an
+    OpenAI key, else `local`)."""
+    models: Mapping[Stage, str] = field(default_factory=FrozenMap)
+    """Stage -> model name overrides, as `--model STAGE=NAME` on the command line."""
+    efforts: Mapping[Stage, Effort] = field(default_factory=FrozenMap)
+    """Stage -> reasoning effort, as `--effort STAGE=EFFORT` (default: `routing.DEFAULT_EFFORTS`,
+    moved to the nearest effort each model accepts; an explicit one must be accepted as is)."""
+    allow_retired: bool = False
+    """Let a model past its shutdown date run, against an endpoint that still serves it."""
+    today: str | None = None
+    """The date (`YYYY-MM-DD`) lifecycle checks use; unset: `M3REC_TODAY`, else the system date."""
+    mar_mode: MarMode = "listwise"
     """`listwise` scores a chunk per call; `pointwise` is the paper's one call per candidate."""
     mar_chunk_size: int = 10
     """Candidates per listwise call: small enough for a 135M local model's output budget."""
@@ -114,8 +175,8 @@ class M3RecContext:
     """Re-asks with the validation error after a failed answer, per stage call."""
     seed: int = 0
     """Seeds the order candidates are shown in (position bias) and so the tie-breaks."""
-    prompt_overrides: dict[str, str] = field(default_factory=dict)
-    """Stage -> prompt file path to use instead of the shipped one."""
+    prompt_overrides: Mapping[str, str] = field(default_factory=FrozenMap)
+    """Stage prompt name -> prompt file path to use instead of the shipped one."""
     ablation: Ablation = "none"
     """Run the same graph with one stage switched off (the paper's ablations):
 
@@ -132,8 +193,151 @@ class M3RecContext:
     `degraded` entries.
     """
 
-    def model_for(self, stage: Stage) -> ModelSpec:
-        """Return the model spec routed to `stage`."""
-        specs = {"mope": self.mope_model, "mote": self.mote_model, "mar": self.mar_model}
-        return specs[stage]
+    def __post_init__(self) -> None:
+        for f in fields(self):  # JSON `null`: the field's default
+            if getattr(self, f.name) is None and f.default is not None:
+                if f.default is not MISSING:
+                    object.__setattr__(self, f.name, f.default)
+                elif f.default_factory is not MISSING:
+                    object.__setattr__(self, f.name, f.default_factory())
+        _check_type("routing", self.routing, (str, type(None)))
+        _check_type("allow_retired", self.allow_retired, (bool,))
+        for name in ("mar_chunk_size", "max_history_items", "max_schema_retries", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigurationError(f"bad context setting {name}={value!r}: expected an integer")
+        _check_choice("mar_mode", self.mar_mode, get_args(MarMode))
+        _check_choice("ablation", self.ablation, ABLATIONS)
+        if isinstance(self.today, dt.date):  # context_for(today=date)
+            object.__setattr__(self, "today", self.today.isoformat())
+        _check_type("today", self.today, (str, type(None)))
+        if self.today is not None:
+            try:
+                dt.date.fromisoformat(self.today)
+            except ValueError as exc:
+                raise ConfigurationError(f"bad context setting today={self.today!r}: expected YYYY-MM-DD") from exc
+        models = _frozen_map("models", self.models)
+        for stage, model in models.items():
+            if stage not in STAGES or not model.strip():
+                raise ConfigurationError(
+                    f"bad model override {f'{stage}={model}'!r}: expected STAGE=MODEL with STAGE one of "
+                    f"{', '.join(STAGES)}"
+                )
+        efforts = _frozen_map("efforts", self.efforts)
+        for stage, effort in efforts.items():
+            if stage not in STAGES:
+                raise ConfigurationError(
+                    f"bad reasoning effort override {f'{stage}={effort}'!r}: STAGE must be one of {', '.join(STAGES)}"
+                )
+            if effort not in EFFORTS:
+                raise ConfigurationError(
+                    f"bad reasoning effort {effort!r} for {stage}: expected one of {', '.join(EFFORTS)}"
+                )
+        object.__setattr__(self, "models", FrozenMap({s: m.strip() for s, m in models.items()}))
+        object.__setattr__(self, "efforts", efforts)
+        object.__setattr__(self, "prompt_overrides", _frozen_map("prompt_overrides", self.prompt_overrides))
 
+    @classmethod
+    def coerce(cls, value: object) -> "M3RecContext":
+        """Return the run context `value` stands for: itself, its fields as a dict, or `None` (the defaults).
+
+        A graph run hands its nodes whatever context the caller passed. A compiled
+        m3rec graph added directly as a node of a host graph gets the host's context,
+        which m3rec cannot read: that raises instead of silently running with the
+        default routing.
+
+        Raises:
+            ConfigurationError: Any other object (a host's own context type), a dict with
+                fields m3rec does not have, or a bad field (see the class).
+        """
+        if isinstance(value, cls):
+            return value
+        if value is None:
+            return cls()
+        if isinstance(value, Mapping):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(str(key) for key in value if key not in known)
+            if unknown:
+                raise ConfigurationError(
+                    f"unknown m3rec context field(s) {', '.join(unknown)}: expected some of {', '.join(sorted(known))}"
+                )
+            return cls(**{str(key): item for key, item in value.items()})
+        raise ConfigurationError(
+            f"m3rec got a context of type {type(value).__module__}.{type(value).__qualname__}, which it cannot "
+            "read: pass an M3RecContext, a dict of its fields, or no context (the default routing). A compiled "
+            "m3rec graph added directly as a node of a host graph receives the host's context; add it with "
+            "m3rec_graph.as_node(...) instead, which runs m3rec with its own context."
+        )
+
+    # ------------------------------------------------------------- the resolved models
+    # Shortcuts to `m3rec_graph.llm.routing.resolve`, which resolves each distinct
+    # context once per process (cached); routing sits above this module.
+
+    def model_for(self, stage: Stage) -> ModelSpec:
+        """Return the `ModelSpec` routing resolves `stage` to (cached per context).
+
+        Raises:
+            ConfigurationError: An unknown preset, a retired model, or an effort a model refuses.
+        """
+        from m3rec_graph.llm.routing import resolve  # noqa: PLC0415 - routing imports this module
+
+        return resolve(self).spec(stage)
+
+    @property
+    def mope_model(self) -> ModelSpec:
+        """MOPE's resolved `ModelSpec` (`model_for("mope")`)."""
+        return self.model_for("mope")
+
+    @property
+    def mote_model(self) -> ModelSpec:
+        """MOTE's resolved `ModelSpec` (`model_for("mote")`)."""
+        return self.model_for("mote")
+
+    @property
+    def mar_model(self) -> ModelSpec:
+        """MAR's resolved `ModelSpec` (`model_for("mar")`)."""
+        return self.model_for("mar")
+
+    @property
+    def routing_label(self) -> str:
+        """The routing as traces and usage record it: the preset, plus any overrides (`hybrid+mar=gpt-4o`)."""
+        from m3rec_graph.llm.routing import resolve  # noqa: PLC0415 - routing imports this module
+
+        return resolve(self).label
+
+    def resolve(self) -> "M3RecContext":
+        """Deprecated (from `RemoteContext`): check this context's routing now and return it.
+
+        Raises:
+            ConfigurationError: As `model_for`.
+        """
+        warnings.warn(
+            "M3RecContext.resolve() is deprecated: the context is already the run context "
+            "(RemoteContext is now M3RecContext); use m3rec_graph.llm.routing.resolve(ctx) for the model specs",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.model_for("mope")
+        return self
+
+
+def _check_type(name: str, value: object, types: tuple[type, ...]) -> None:
+    if not isinstance(value, types):
+        expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise ConfigurationError(f"bad context setting {name}={value!r}: expected {expected}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigurationError(f"bad context setting {name}={value!r}: expected one of {', '.join(choices)}")
+
+
+def _frozen_map(name: str, value: object) -> FrozenMap[Any, Any]:
+    if isinstance(value, FrozenMap):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"bad context setting {name}={value!r}: expected a mapping of names to names")
+    pairs = dict(value.items())
+    if not all(isinstance(key, str) and isinstance(item, str) for key, item in pairs.items()):
+        raise ConfigurationError(f"bad context setting {name}={value!r}: keys and values must be strings")
+    return FrozenMap(pairs)

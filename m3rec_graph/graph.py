@@ -37,7 +37,7 @@ straight to `rank`, which scores every candidate by profile-trait overlap.
 
 import asyncio
 from functools import partial
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -49,7 +49,7 @@ from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.request import RecommendationRequest, parse_request
 from m3rec_graph.contracts.schemas import Item, MotivationProfile, RankedItem
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
-from m3rec_graph.llm.routing import RemoteContext, get_context
+from m3rec_graph.llm.routing import get_context, resolve
 from m3rec_graph.llm.usage import usage_report
 from m3rec_graph.prompts.loader import PromptName, is_loaded, load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits, overlap_alignment
@@ -116,11 +116,19 @@ def _run_files_loaded(ctx: M3RecContext) -> bool:
 
 
 async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
-    """Resolve the run's context; load what the run reads from disk first, in a worker thread (`load_run_files`)."""
+    """Return the run's context with its models resolved (`routing.resolve`, cached per context).
+
+    What the run reads from disk is loaded first, in a worker thread (`load_run_files`).
+
+    Raises:
+        ConfigurationError: A foreign context object (see `M3RecContext.coerce`), or one
+            that does not resolve (an unknown preset, a retired model, ...).
+    """
+    ctx = get_context(runtime)
     if _files_loaded:
-        ctx = get_context(runtime)
+        resolve(ctx)
     else:  # the first resolution reads the model registry
-        ctx = await asyncio.to_thread(get_context, runtime)
+        await asyncio.to_thread(resolve, ctx)
     if not _run_files_loaded(ctx):
         await asyncio.to_thread(load_run_files, ctx)
     return ctx
@@ -262,7 +270,7 @@ def build_graph(
     chat_models: ChatModelFactory = openai_chat_model,
     trait_cache: TraitCache | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
-    context_schema: type[M3RecContext] | type[RemoteContext] = M3RecContext,
+    context_schema: type[M3RecContext] = M3RecContext,
 ) -> M3RecGraph:
     """Compile the recommender graph.
 
@@ -273,13 +281,13 @@ def build_graph(
             per-user cache directory, opened on first use).
         checkpointer: Only for standalone durable runs; hosts and the LangGraph
             server supply their own.
-        context_schema: What a dict `context=` is turned into: `RemoteContext` for a
-            served graph (JSON from remote callers); `M3RecContext` objects work with both.
+        context_schema: What a dict `context=` (JSON from a remote caller, Studio) is
+            turned into: `M3RecContext`, the one run context (or a subclass). Any other
+            context object raises `ConfigurationError` when the run starts.
     """
     cache = trait_cache if trait_cache is not None else SqliteTraitCache()
-    # Nodes read the context through `get_context()`, which resolves a `RemoteContext`.
-    schema = cast(type[M3RecContext], context_schema)
-    builder = StateGraph(State, context_schema=schema, input_schema=RecInput, output_schema=RecOutput)
+    # Nodes read the context through `get_context()`, which also takes a dict and refuses foreign objects.
+    builder = StateGraph(State, context_schema=context_schema, input_schema=RecInput, output_schema=RecOutput)
     # `destinations` draws the Command edges: partial() hides the return annotation.
     builder.add_node(
         "prepare",
@@ -299,6 +307,6 @@ def build_graph(
     return builder.compile(checkpointer=checkpointer, name="m3rec")
 
 
-graph = build_graph(context_schema=RemoteContext)
+graph = build_graph()
 """Module-level graph for `langgraph.json`, LangGraph Studio and quick use (default routing
-unless a run passes an `M3RecContext`, or a `RemoteContext` / its JSON)."""
+unless a run passes an `M3RecContext` or its JSON)."""

@@ -7,8 +7,9 @@ async for event in astream_progress(request): ...              # status lines fo
 ```
 
 m3rec always runs with its own `M3RecContext` (the one given here, else the
-default routing), whatever context the host graph was invoked with: a compiled
-graph added directly as a host node would receive the host's context instead.
+default routing), whatever context the host graph was invoked with. A compiled
+graph added directly as a host node would receive the host's context instead, and
+refuses it (`ConfigurationError`) rather than guess a routing.
 Neither wrapper starts the local model server: run the host inside
 `m3rec_graph.local_server()` when the routing is `local`.
 """

@@ -26,11 +26,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from m3rec_graph.context import EFFORTS as EFFORTS  # re-exported: every effort, weakest first
+from m3rec_graph.context import Effort as Effort
 from m3rec_graph.errors import ConfigurationError
-
-Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
-EFFORTS: tuple[Effort, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
-"""Every `reasoning_effort` value openai-python knows, weakest first."""
 
 Policy = Literal["always", "effort_none", "never"]
 """Where a parameter is accepted: at every effort, only at effort `none`, or not at all."""

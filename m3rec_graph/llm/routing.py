@@ -1,27 +1,27 @@
 """Model routing: named presets, per-stage overrides, and the default when no key is set.
 
-This module is the only place that decides which model serves which stage.
+This module is the only place that decides which model serves which stage. A run
+context (`M3RecContext`) names a preset, per-stage models and efforts; `resolve`
+turns it into each stage's `ModelSpec` once per distinct context and process
+(cached on the hashable context), never on every node call. The specs' endpoint
+and key come from here and the environment (the local server's URL, else
+`OPENAI_BASE_URL` / `OPENAI_API_KEY` read by `ChatOpenAI`), never from the context.
 """
 
 import datetime as dt
+import functools
 import os
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
-from m3rec_graph.context import STAGES, Ablation, M3RecContext, ModelSpec, Stage
+from m3rec_graph.context import EFFORTS, STAGES, Effort, M3RecContext, ModelSpec, Stage
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.llm.local_endpoint import local_base_url
-from m3rec_graph.llm.registry import (
-    EFFORTS,
-    Effort,
-    check_lifecycle,
-    model_info,
-    registry,
-    resolve_effort,
-)
+from m3rec_graph.llm.registry import check_lifecycle, model_info, registry, resolve_effort
 from m3rec_graph.llm.registry import today as registry_today
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
@@ -144,6 +144,60 @@ def _spec_for_name(name: str, stage: Stage, effort: Effort | None) -> ModelSpec:
     return openai_model(name, stage, effort, explicit_effort=effort is not None)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResolvedRouting:
+    """What a run context resolves to: the routing label and each stage's `ModelSpec`."""
+
+    label: str
+    """The preset, plus any overrides (`hybrid+mar=gpt-4o-mini`): recorded in traces and usage."""
+    mope: ModelSpec
+    mote: ModelSpec
+    mar: ModelSpec
+
+    def spec(self, stage: Stage) -> ModelSpec:
+        """Return the spec routed to `stage`."""
+        specs = {"mope": self.mope, "mote": self.mote, "mar": self.mar}
+        return specs[stage]
+
+
+def resolve(ctx: M3RecContext) -> ResolvedRouting:
+    """Return the model specs `ctx` routes each stage to, resolved once per distinct context (cached).
+
+    Every routed model is checked against the registry's lifecycle when a context is
+    first resolved: past its shutdown date it is refused, within 30 days of it a
+    `ModelDeprecationWarning` is issued. The cache is keyed on the context and on
+    what it leaves to the environment and to this module's tables (the default
+    preset, today's date, the local server's URL, the preset's models, the default
+    efforts), so a changed `OPENAI_API_KEY`, `M3REC_TODAY` or `M3REC_LOCAL_URL` is seen.
+
+    Raises:
+        ConfigurationError: An unknown preset, a retired model (`ModelRetiredError`), a
+            Responses-only model, or an effort a model refuses.
+    """
+    preset = ctx.routing or default_preset()
+    tables = (tuple(PRESETS.get(preset, {}).items()), tuple(DEFAULT_EFFORTS.items()))
+    return _resolve(ctx, preset, registry_today(ctx.today), local_base_url(), tables)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve(ctx: M3RecContext, preset: str, on: dt.date, local_url: str, tables: object) -> ResolvedRouting:
+    names = _check(ctx, preset, on)
+    specs = {stage: _spec_for_name(names[stage], stage, ctx.efforts.get(stage)) for stage in STAGES}
+    overrides = [f"{stage}={ctx.models[stage]}" for stage in STAGES if stage in ctx.models]
+    label = preset if not overrides else f"{preset}+" + ",".join(overrides)
+    return ResolvedRouting(label=label, mope=specs["mope"], mote=specs["mote"], mar=specs["mar"])
+
+
+def _check(ctx: M3RecContext, preset: str, on: dt.date) -> dict[Stage, str]:
+    """Return each stage's model name; refuse an unknown preset or a retired model (warn near shutdown)."""
+    if preset not in PRESETS:
+        raise ConfigurationError(f"unknown routing preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    names: dict[Stage, str] = {**PRESETS[preset], **ctx.models}
+    for model in sorted({names[stage] for stage in STAGES} - {"local", LOCAL_MODEL_NAME}):
+        check_lifecycle(model, on, allow_retired=ctx.allow_retired)
+    return names
+
+
 def context_for(
     preset: str | None = None,
     overrides: Mapping[Stage, str] | None = None,
@@ -151,13 +205,14 @@ def context_for(
     efforts: Mapping[Stage, Effort] | None = None,
     allow_retired: bool = False,
     today: dt.date | str | None = None,
-    **settings: object,
+    **settings: Any,
 ) -> M3RecContext:
-    """Build a run context from a preset name (default: `default_preset()`) and overrides.
+    """Build a run context from a preset name (default: `default_preset()`) and overrides, and check it now.
 
-    Every routed model is checked against the registry's lifecycle before any call:
-    past its shutdown date it is refused, within 30 days of it a
-    `ModelDeprecationWarning` is issued.
+    The context records the preset by name (the default is fixed when this is called)
+    and the overrides; `resolve` turns it into model specs. Every routed model is
+    checked against the registry's lifecycle here, before any call: past its shutdown
+    date it is refused, within 30 days of it a `ModelDeprecationWarning` is issued.
 
     Args:
         preset: A key of `PRESETS`.
@@ -166,97 +221,67 @@ def context_for(
             moved to the nearest effort each model accepts).
         allow_retired: Let a model past its shutdown date run, against an endpoint that
             still serves it (a local mirror, a proxy).
-        today: The date lifecycle checks use (default: `registry.today()`, which reads
-            `M3REC_TODAY`).
+        today: The date lifecycle checks use, kept in the context (default: `registry.today()`
+            when the run resolves it, which reads `M3REC_TODAY`).
         **settings: Other `M3RecContext` fields (`mar_mode`, `seed`, ...).
 
     Raises:
-        ConfigurationError: An unknown preset or stage, a retired model
+        ConfigurationError: An unknown preset, stage or setting, a retired model
             (`ModelRetiredError`), a Responses-only model, or an effort a model refuses.
     """
     name = preset or default_preset()
-    if name not in PRESETS:
-        raise ConfigurationError(f"unknown routing preset {name!r}; choose one of {', '.join(PRESETS)}")
-    names = {**PRESETS[name], **(overrides or {})}
-    on = registry_today(today)
-    for model in {names[stage] for stage in STAGES} - {"local", LOCAL_MODEL_NAME}:
-        check_lifecycle(model, on, allow_retired=allow_retired)
-    chosen = dict(efforts or {})
-    specs = {stage: _spec_for_name(names[stage], stage, chosen.get(stage)) for stage in STAGES}
-    routing = name if not overrides else f"{name}+" + ",".join(f"{s}={m}" for s, m in overrides.items())
-    ctx = M3RecContext(
-        mope_model=specs["mope"], mote_model=specs["mote"], mar_model=specs["mar"], routing=routing
-    )
+    day = today.isoformat() if isinstance(today, dt.date) else today
     try:
-        return replace(ctx, **settings)  # type: ignore[arg-type]
+        ctx = M3RecContext(
+            routing=name,
+            models=dict(overrides or {}),
+            efforts=dict(efforts or {}),
+            allow_retired=allow_retired,
+            today=day,
+            **settings,
+        )
     except TypeError as exc:
         raise ConfigurationError(f"bad context setting: {exc}") from exc
-
-
-@dataclass(frozen=True, kw_only=True)
-class RemoteContext:
-    """The run context in JSON form, for the LangGraph server, Studio and `RemoteGraph` callers.
-
-    The module-level `graph` (the one `langgraph.json` serves) takes this as its
-    context schema, so a remote caller sends e.g. `{"routing": "hybrid",
-    "models": {"mar": "gpt-6-sol"}, "efforts": {"mar": "medium"}}` (or nothing) and every node sees the
-    `M3RecContext` it resolves to. An `M3RecContext` passed from Python still works.
-    Unset fields keep the preset's defaults.
-    """
-
-    routing: str | None = None
-    """A key of `PRESETS`; unset: `default_preset()`."""
-    models: dict[str, str] = field(default_factory=dict)
-    """Stage -> model name overrides, as `--model STAGE=NAME` on the command line."""
-    efforts: dict[str, str] = field(default_factory=dict)
-    """Stage -> reasoning effort, as `--effort STAGE=EFFORT` on the command line."""
-    allow_retired: bool = False
-    """Let a model past its shutdown date run (see `context_for`)."""
-    mar_mode: Literal["listwise", "pointwise"] | None = None
-    mar_chunk_size: int | None = None
-    max_history_items: int | None = None
-    max_schema_retries: int | None = None
-    seed: int | None = None
-    ablation: Ablation | None = None
-    """`no_mope`, `no_mote` or `no_mar` (see `M3RecContext.ablation`); unset: the full pipeline."""
-
-    def resolve(self) -> M3RecContext:
-        """Return the `M3RecContext` these settings describe.
-
-        Raises:
-            ConfigurationError: Unknown preset or stage.
-        """
-        overrides = parse_overrides([f"{stage}={model}" for stage, model in self.models.items()])
-        names = (
-            "mar_mode", "mar_chunk_size", "max_history_items", "max_schema_retries", "seed", "ablation"
-        )
-        settings = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-        efforts = parse_efforts([f"{stage}={effort}" for stage, effort in self.efforts.items()])
-        return context_for(
-            self.routing, overrides or None, efforts=efforts or None, allow_retired=self.allow_retired, **settings
-        )
+    _check(ctx, name, registry_today(ctx.today))  # uncached: warns on every call near a shutdown
+    resolve(ctx)
+    return ctx
 
 
 def default_context() -> M3RecContext:
-    """Return the context used when a caller passes none."""
-    return context_for()
+    """Return the context used when a caller passes none: every default (`M3RecContext()`)."""
+    return M3RecContext()
 
 
 def get_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
-    """Return the run's context, or the default routing when none (or a host's) was passed.
+    """Return the run's context: the `M3RecContext` passed, the one a dict validates into, or the defaults.
 
-    A `RemoteContext` (a server run's JSON context) is resolved. A compiled graph
-    embedded as a node in a host graph receives the host's context object, so
-    anything else is ignored.
+    Cheap (no resolution: `resolve` caches that per context).
+
+    Raises:
+        ConfigurationError: A foreign context object, e.g. a host graph's own context
+            reaching a compiled m3rec graph added directly as its node (use `as_node`).
     """
-    ctx = runtime.context
-    if isinstance(ctx, M3RecContext):
-        return ctx
-    if isinstance(ctx, RemoteContext):
-        return ctx.resolve()
-    return default_context()
+    return M3RecContext.coerce(runtime.context)
 
 
 def uses_local_server(ctx: M3RecContext) -> bool:
     """Return whether any stage of `ctx` is served by the local model server."""
-    return any(ctx.model_for(stage).base_url == local_base_url() for stage in STAGES)
+    routed = resolve(ctx)
+    return any(routed.spec(stage).base_url == local_base_url() for stage in STAGES)
+
+
+if TYPE_CHECKING:
+    RemoteContext = M3RecContext
+    """Deprecated: the JSON run context is `M3RecContext` itself."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RemoteContext":
+        warnings.warn(
+            "RemoteContext is deprecated: M3RecContext is the one run context and takes the same JSON "
+            "(routing, models, efforts, ...); RemoteContext(...).resolve() is the context itself",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return M3RecContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -149,7 +149,7 @@ async def ask(
         "metadata": {
             "m3rec_stage": definition.stage,
             "m3rec_model": spec.name,
-            "m3rec_routing": ctx.routing,
+            "m3rec_routing": ctx.routing_label,
             "m3rec_prompt": prompt.name,
             "m3rec_prompt_version": prompt.version,
             "m3rec_attempt": attempt,

@@ -35,7 +35,6 @@ from m3rec_graph.integrations.embed import (
     as_tool,
     astream_progress,
 )
-from m3rec_graph.llm.routing import LOCAL_MODEL_NAME
 from m3rec_graph.state import M3RecGraph, RecInput
 from m3rec_graph.storage.catalog import (
     InMemoryCatalog,
@@ -288,7 +287,11 @@ async def test_node_in_a_host_graph_with_its_own_state_and_context(
 
 
 async def test_compiled_graph_added_directly_sees_the_host_context(models: ScriptedModels) -> None:
-    """Why `as_node` exists: a compiled subgraph gets the host's context and m3rec falls back to its default."""
+    """Why `as_node` exists: a compiled subgraph gets the host's context, which m3rec refuses.
+
+    A deliberate break (issue 13): m3rec used to run with its default routing here,
+    so a host that passed its own context got the local model without being told.
+    """
 
     class Shared(TypedDict, total=False):
         user_id: str
@@ -300,11 +303,9 @@ async def test_compiled_graph_added_directly_sees_the_host_context(models: Scrip
     builder.add_node("m3rec", m3rec(models))
     builder.add_edge(START, "m3rec")
     host = builder.compile()
-    out = await host.ainvoke(
-        cast(Shared, request_of(HISTORY_IDS, CANDIDATE_IDS)), context=ShopContext(store_name="x")
-    )
-    assert len(out["ranking"]) == len(CANDIDATE_IDS)
-    assert {name for name, _, _ in models.calls} == {LOCAL_MODEL_NAME}  # not HYBRID
+    with pytest.raises(ConfigurationError, match=r"context of type .*ShopContext.*as_node"):
+        await host.ainvoke(cast(Shared, request_of(HISTORY_IDS, CANDIDATE_IDS)), context=ShopContext(store_name="x"))
+    assert models.calls == []  # refused before any model call, not run on the default routing
 
 
 async def test_node_with_function_maps_and_bad_requests_raise(models: ScriptedModels) -> None:

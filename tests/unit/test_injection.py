@@ -31,9 +31,10 @@ from langchain_core.tracers.langchain import wait_for_all_tracers
 from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
-from m3rec_graph import InMemoryTraitCache, M3RecContext, ModelSpec, build_graph, context_for
+from m3rec_graph import InMemoryTraitCache, M3RecContext, build_graph, context_for
 from m3rec_graph.cli.app import main, to_json
-from m3rec_graph.state import RecInput
+from m3rec_graph.llm.endpoint import endpoint_chat_models
+from m3rec_graph.state import M3RecGraph, RecInput
 from tests.fakes import (
     ScriptedModels,
     candidate_ids_in,
@@ -183,9 +184,15 @@ async def test_an_injected_history_does_not_change_the_profile_request() -> None
 # --- the real ChatOpenAI path: the answer schema does not depend on text ------------------------
 
 
-def fault_context(url: str, api_key: str | None = "sk-test") -> M3RecContext:
-    spec = ModelSpec(name="fault-model", base_url=url, api_key=api_key, timeout_s=5.0, max_retries=0)
-    return M3RecContext(mope_model=spec, mote_model=spec, mar_model=spec, routing="fault", mar_chunk_size=10)
+FAULT_CONTEXT = M3RecContext(
+    models={"mope": "fault-model", "mote": "fault-model", "mar": "fault-model"}, mar_chunk_size=10
+)
+
+
+def fault_graph(url: str, api_key: str | None = "sk-test") -> M3RecGraph:
+    """The production graph with every stage's `fault-model` sent to the fault server at `url`."""
+    models = endpoint_chat_models(url, api_key=api_key, timeout_s=5.0, max_retries=0)
+    return build_graph(chat_models=models, trait_cache=InMemoryTraitCache())
 
 
 def schemas_by_stage(server: FaultServer) -> dict[str, list[str]]:
@@ -203,8 +210,8 @@ async def test_injected_text_cannot_change_the_answer_schema_or_add_ids(text: st
     runs = {}
     for name, evil in (("clean", CLEAN_EVIL), ("injected", injected(text))):
         with FaultServer(FaultConfig(record_bodies=True)) as server:
-            graph = build_graph(trait_cache=InMemoryTraitCache())
-            out = await graph.ainvoke(cast(RecInput, rec_request(evil)), context=fault_context(server.url))
+            graph = fault_graph(server.url)
+            out = await graph.ainvoke(cast(RecInput, rec_request(evil)), context=FAULT_CONTEXT)
             runs[name] = (schemas_by_stage(server), out, server.bodies())
     (clean_schemas, clean_out, _), (dirty_schemas, dirty_out, bodies) = runs["clean"], runs["injected"]
     assert dirty_schemas == clean_schemas
@@ -230,7 +237,7 @@ def recorder() -> Iterator[LangSmithRecorder]:
 async def test_the_api_key_never_reaches_prompts_traces_or_outputs(
     monkeypatch: pytest.MonkeyPatch, recorder: LangSmithRecorder
 ) -> None:
-    # fault_context sets max_retries=0: each 429/5xx degrades its task, so error messages reach `degraded`.
+    # fault_graph sets max_retries=0: each 429/5xx degrades its task, so error messages reach `degraded`.
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     config = FaultConfig(
         rates=FaultRates(server_error=0.25, rate_limited=0.1, wrong_answer=0.25, malformed_json=0.1),
@@ -240,8 +247,8 @@ async def test_the_api_key_never_reaches_prompts_traces_or_outputs(
     )
     client = Client(api_url=recorder.url, api_key=LANGSMITH_SECRET)
     with FaultServer(config) as server:
-        graph = build_graph(trait_cache=InMemoryTraitCache())
-        ctx = fault_context(server.url, api_key=None)  # None: ChatOpenAI reads OPENAI_API_KEY
+        graph = fault_graph(server.url, api_key=None)  # None: ChatOpenAI reads OPENAI_API_KEY
+        ctx = FAULT_CONTEXT
         with tracing_context(enabled=True, client=client, project_name="secrets"):
             out = await graph.ainvoke(cast(RecInput, rec_request(injected(INJECTIONS[0]))), context=ctx)
         bodies, auth = server.bodies(), server.authorizations()

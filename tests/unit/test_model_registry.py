@@ -150,7 +150,7 @@ def test_efforts_default_per_stage_move_to_what_a_model_accepts_and_explicit_one
     with pytest.raises(ConfigurationError, match="not a reasoning model"):
         context_for("local", efforts={"mar": "low"})
     with pytest.raises(ConfigurationError, match="bad reasoning effort"):
-        RemoteContext(efforts={"mar": "turbo"}).resolve()
+        RemoteContext(efforts={"mar": "turbo"}).resolve()  # type: ignore[dict-item]
 
 
 def test_an_unknown_model_gets_one_warning_conservative_defaults_and_no_price() -> None:

@@ -27,12 +27,13 @@ from langchain_openai import ChatOpenAI
 from benchmarks.soak import (
     CallCounter,
     SoakSettings,
-    context_for_server,
+    graph_for_server,
     make_requests,
     render_markdown,
     run_soak,
+    soak_context,
 )
-from m3rec_graph import InMemoryTraitCache, ModelSpec, build_graph
+from m3rec_graph import ModelSpec
 from m3rec_graph.context import StructuredMethod
 from m3rec_graph.contracts.schemas import TraitsAnswer, listwise_contract
 from m3rec_graph.errors import ConfigurationError
@@ -222,8 +223,8 @@ async def test_every_call_failing_degrades_every_stage_without_raising(kind: str
     settings = SoakSettings(candidates=5, history=2, timeout_s=timeout_s, max_retries=1)
     request = make_requests(settings, users=1)[0]
     with serve(kind) as server:
-        graph = build_graph(trait_cache=InMemoryTraitCache())
-        out = await graph.ainvoke(request, context=context_for_server(server.url, settings))
+        graph = graph_for_server(server.url, settings)
+        out = await graph.ainvoke(request, context=soak_context(settings))
         requests = server.counts()["requests"]
     ids = [c["item_id"] for c in request["candidates"]]
     assert sorted(r.item_id for r in out["ranking"]) == sorted(ids)
@@ -241,10 +242,8 @@ async def test_a_failing_call_makes_max_retries_plus_one_attempts_not_nine() -> 
     request = make_requests(settings, users=1)[0]
     counter = CallCounter()
     with serve("server_error") as server:
-        graph = build_graph(trait_cache=InMemoryTraitCache())
-        out = await graph.ainvoke(
-            request, {"callbacks": [counter]}, context=context_for_server(server.url, settings)
-        )
+        graph = graph_for_server(server.url, settings)
+        out = await graph.ainvoke(request, {"callbacks": [counter]}, context=soak_context(settings))
         counts = server.counts()
     calls = {"mope": 1, "mote": 5, "mar": 1}  # one MAR chunk of 5
     assert dict(counter.invocations) == calls  # the graph called each stage once: no node retries
@@ -261,9 +260,7 @@ async def test_answer_faults_on_every_call_spend_the_reask_budget_then_degrade()
     settings = SoakSettings(candidates=3, history=2, timeout_s=1.0, max_retries=0)
     request = make_requests(settings, users=1)[0]
     with serve("wrong_answer") as server:
-        out = await build_graph(trait_cache=InMemoryTraitCache()).ainvoke(
-            request, context=context_for_server(server.url, settings)
-        )
+        out = await graph_for_server(server.url, settings).ainvoke(request, context=soak_context(settings))
         counts = server.counts()
     assert counts["requests"] == (1 + 3 + 1) * 3  # first try + 2 re-asks per task
     assert sorted(r.item_id for r in out["ranking"]) == sorted(c["item_id"] for c in request["candidates"])
@@ -335,8 +332,8 @@ async def test_rate_limiter_spaces_requests() -> None:
     settings = SoakSettings(candidates=4, history=1, timeout_s=2.0)
     request = make_requests(settings, users=1)[0]
     with serve(None, record_bodies=False) as server:
-        graph = build_graph(trait_cache=InMemoryTraitCache())
-        ctx = context_for_server(server.url, settings, requests_per_second=20.0)
+        graph = graph_for_server(server.url, settings, requests_per_second=20.0)
+        ctx = soak_context(settings)
         loop_time = asyncio.get_running_loop().time
         started = loop_time()
         await graph.ainvoke(request, context=ctx)
