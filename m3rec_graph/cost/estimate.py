@@ -9,8 +9,9 @@ encoding of the model each preset routes the stage to. Nothing is sent anywhere.
 What is exact and what is estimated:
 
 * **Input tokens (exact for the prompt text).** Each call's messages are counted
-  like `tokens.count_messages` (3 tokens per message + role + content, + 3 to
-  prime the reply). MAR's prompt embeds MOPE's profile and MOTE's traits, which
+  like `tokens.count_messages`, by langchain-openai's own rules
+  (`ChatOpenAI.get_num_tokens_from_messages`: 3 tokens per message + role +
+  content, + 3 to prime the reply). MAR's prompt embeds MOPE's profile and MOTE's traits, which
   a dry run does not have: it uses the *typical answers* below in their place.
 * **Schema tokens (estimated, an upper bound).** The answer schema travels with
   every call: as `response_format` (json_schema) or, for gpt-3.5-turbo, as a
@@ -40,16 +41,16 @@ What is exact and what is estimated:
 
 import json
 import re
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, convert_to_messages
 from pydantic import BaseModel
 
-from m3rec_graph._internal.bpe import encoding_for
 from m3rec_graph.context import STAGES, ModelSpec, Stage
 from m3rec_graph.contracts.request import RecommendationRequest, parse_request
 from m3rec_graph.contracts.schemas import (
@@ -72,6 +73,7 @@ from m3rec_graph.llm.request_body import (
     structured_params_for_json,
 )
 from m3rec_graph.llm.routing import PRESETS, context_for
+from m3rec_graph.llm.tokens import message_counter, text_encoder
 from m3rec_graph.llm.usage import PriceTable, price_table
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile
@@ -84,7 +86,6 @@ from m3rec_graph.storage.traits import InMemoryTraitCache, TraitCache, trait_cac
 
 MarMode = Literal["listwise", "pointwise"]
 MAR_MODES: tuple[MarMode, ...] = ("listwise", "pointwise")
-_OPENAI_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
 # --------------------------------------------------------------------------- typical answers
 
@@ -213,33 +214,39 @@ def split_pieces(text: str) -> list[str]:
 
 
 class TokenCounter:
-    """Exact tiktoken counts for one model's encoding, memoised per line piece."""
+    """Exact tiktoken counts for one model's encoding, memoised per line piece.
+
+    It is itself the encoder the library's message count runs over (`encode`), so
+    a chat prompt is counted by `tokens.message_counter`'s rules and its text from
+    the memo.
+    """
 
     def __init__(self, model: str) -> None:
-        self.encoding = encoding_for(model)
-        self._pieces: dict[str, int] = {}
+        self.encoder = text_encoder(model)
+        self._pieces: dict[str, array[int]] = {}
+        self._count_messages = message_counter(self)
 
-    def text(self, text: str) -> int:
-        """Count `text` (same result as `tokens.count_text`)."""
+    def encode(self, text: str) -> "array[int]":
+        """Return the tokens of `text` (those of `tokens.text_encoder(model).encode`), piece by piece."""
         known = self._pieces.get(text)
         if known is not None:  # short or repeated texts: role names, system messages
             return known
-        total = 0
+        tokens = array("I")
         for piece in split_pieces(text):
-            count = self._pieces.get(piece)
-            if count is None:
-                count = len(self.encoding.encode(piece, disallowed_special=()))
-                self._pieces[piece] = count
-            total += count
-        return total
+            part = self._pieces.get(piece)
+            if part is None:
+                part = array("I", self.encoder.encode(piece))
+                self._pieces[piece] = part
+            tokens += part
+        return tokens
+
+    def text(self, text: str) -> int:
+        """Count `text` (same result as `tokens.count_text`)."""
+        return len(self.encode(text))
 
     def messages(self, messages: Sequence[BaseMessage]) -> int:
         """Count a chat prompt like `tokens.count_messages`."""
-        total = 3
-        for message in messages:
-            role = _OPENAI_ROLES.get(message.type, message.type)
-            total += 3 + self.text(role) + self.text(message.text)
-        return total
+        return self._count_messages(messages)
 
 
 # --------------------------------------------------------------------------- settings and results
@@ -541,7 +548,7 @@ class _Estimator:
     def counter(self, spec: ModelSpec) -> TokenCounter:
         """Return the counter of the encoding `spec`'s model uses."""
         model = spec.tokenizer_model or spec.name
-        name = encoding_for(model).name
+        name = text_encoder(model).name
         if name not in self.counters:
             self.counters[name] = TokenCounter(model)
         return self.counters[name]
@@ -955,9 +962,7 @@ def batch_file_cost(
     input_tokens = 0
     for line in lines:
         body = line["body"]
-        input_tokens += 3 + sum(
-            3 + counter.text(str(m["role"])) + counter.text(str(m["content"])) for m in body["messages"]
-        )
+        input_tokens += counter.messages(convert_to_messages(body["messages"]))
         if include_schema:
             input_tokens += counter.text(params_text({k: body[k] for k in SCHEMA_PARAMS if k in body}))
     output_tokens = output_each * len(lines)
