@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from m3rec_graph.cli.parsing import SubParsers, add_command
 from m3rec_graph.context import ABLATIONS
 from m3rec_graph.evaluation import (
     METHOD_KINDS,
@@ -56,15 +57,17 @@ def parse_prompt_files(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_eval_parser(sub: SubParsers) -> None:
     """Register `m3rec eval` on the `m3rec` sub-command parser."""
     methods_help = (
         f"comma-separated, from {', '.join(METHOD_KINDS)}; m3rec[:PRESET][:ABLATION] with a preset from"
         f" {', '.join(PRESETS)} and an ablation from {', '.join(a for a in ABLATIONS if a != 'none')}"
         " (default preset: hybrid with OPENAI_API_KEY, else local)"
     )
-    ev = sub.add_parser(
+    ev = add_command(
+        sub,
         "eval",
+        cmd_eval,
         help="evaluate methods on leave-one-out candidate sets (resumable; report, results.json, plots)",
         description=__doc__,
     )
@@ -109,7 +112,6 @@ def add_eval_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         help="also upload the set as a LangSmith dataset and run each method as an experiment"
         " (needs LANGSMITH_API_KEY; without it the run is local only)",
     )
-    ev.set_defaults(func=cmd_eval)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -32,7 +32,8 @@ from langsmith import Client
 from langsmith.run_helpers import tracing_context
 
 from m3rec_graph import InMemoryTraitCache, M3RecContext, build_graph, context_for
-from m3rec_graph.cli.app import main, to_json
+from m3rec_graph.cli.app import main
+from m3rec_graph.cli.recommend import to_json
 from m3rec_graph.llm.endpoint import endpoint_chat_models
 from m3rec_graph.state import M3RecGraph, RecInput
 from tests.fakes import (

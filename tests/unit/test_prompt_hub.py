@@ -15,6 +15,8 @@ from langsmith import Client
 from urllib3.util import Retry
 
 from m3rec_graph.cli import app as cli
+from m3rec_graph.cli import prompts as prompts_cli
+from m3rec_graph.cli.options import build_context
 from m3rec_graph.prompts.hub import (
     PROMPT_NAMES,
     PromptHubError,
@@ -280,7 +282,7 @@ def test_unreachable_langsmith_is_one_clear_error_and_files_stay(prompts_copy: P
 def test_cli_push_then_pull(
     client: Client, prompts_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "_langsmith_client", lambda: client)
+    monkeypatch.setattr(prompts_cli, "langsmith_client", lambda: client)
     cli.main(["prompts", "push", "--tag", "staging"])
     out = capsys.readouterr().out
     assert "mar_listwise: pushed as m3rec-mar" in out and "mar_pointwise: pushed as m3rec-mar-pointwise" in out
@@ -295,7 +297,7 @@ def test_cli_unreachable_langsmith_exits_1_with_one_line(
     prompts_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead = Client(api_url=closed_port_url(), api_key="fake", retry_config=Retry(total=0))
-    monkeypatch.setattr(cli, "_langsmith_client", lambda: dead)
+    monkeypatch.setattr(prompts_cli, "langsmith_client", lambda: dead)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["prompts", "pull", "--dir", str(prompts_copy)])
     err = capsys.readouterr().err
@@ -314,7 +316,7 @@ async def test_a_run_can_use_a_hub_prompt_for_one_stage(
     from tests.fakes import ScriptedModels, default_responder
 
     monkeypatch.setenv("M3REC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "_langsmith_client", lambda: client)
+    monkeypatch.setattr(prompts_cli, "langsmith_client", lambda: client)
     push_prompts(client)
     client.push_prompt("m3rec-mar", object=edited("mar_listwise", "You are MAR (staging wording)."),
                        commit_tags=["staging"])
@@ -322,7 +324,7 @@ async def test_a_run_can_use_a_hub_prompt_for_one_stage(
         ["recommend", "--request", "r.json", "--routing", "gpt-4o", "--prompt", "mar=m3rec-mar:staging"]
     )
     shipped = snapshot(prompt_dir())
-    ctx = cli._context(args)
+    ctx = build_context(args)
     path = Path(ctx.prompt_overrides["mar_listwise"])
     assert list(ctx.prompt_overrides) == ["mar_listwise"] and path.parent == tmp_path / "cache" / "hub_prompts"
     assert load_prompt("mar_listwise", str(path)).version != load_prompt("mar_listwise").version
@@ -344,11 +346,11 @@ def test_a_run_falls_back_to_the_local_prompt_when_langsmith_is_unreachable(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dead = Client(api_url=closed_port_url(), api_key="fake", retry_config=Retry(total=0))
-    monkeypatch.setattr(cli, "_langsmith_client", lambda: dead)
+    monkeypatch.setattr(prompts_cli, "langsmith_client", lambda: dead)
     args = cli.build_parser().parse_args(
         ["demo", "--routing", "gpt-4o", "--mar-mode", "pointwise", "--prompt", "mar=m3rec-mar-pointwise:staging"]
     )
-    ctx = cli._context(args)
+    ctx = build_context(args)
     assert ctx.prompt_overrides == {}
     err = capsys.readouterr().err
     assert "m3rec: warning: pull m3rec-mar-pointwise:staging: LangSmith is unreachable" in err
@@ -358,7 +360,7 @@ def test_a_run_falls_back_to_the_local_prompt_when_langsmith_is_unreachable(
 def test_a_missing_hub_prompt_for_a_run_is_an_error(
     client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "_langsmith_client", lambda: client)
+    monkeypatch.setattr(prompts_cli, "langsmith_client", lambda: client)
     monkeypatch.chdir(tmp_path)
     Path("r.json").write_text('{"user_id": "u", "history": [], "candidates": [{"item_id": "a", "title": "x"}]}')
     with pytest.raises(SystemExit) as exit_info:

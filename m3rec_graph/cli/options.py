@@ -1,0 +1,90 @@
+"""The flags several `m3rec` commands share, and what they build: the run context and the graph.
+
+`recommend` and `demo` take the routing flags (`add_routing_options`); `encode-items
+write` takes the model and effort flags only (`add_model_options`, `add_effort_options`).
+"""
+
+import argparse
+from typing import Any
+
+from m3rec_graph.cli.prompts import hub_prompt_overrides
+from m3rec_graph.context import M3RecContext
+from m3rec_graph.graph import build_graph
+from m3rec_graph.llm.routing import PRESETS, context_for, parse_efforts, parse_overrides
+from m3rec_graph.state import M3RecGraph
+from m3rec_graph.storage.traits import InMemoryTraitCache, SqliteTraitCache
+
+
+def add_routing_options(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of a run: routing, models, efforts, MAR mode, hub prompts, seed, trait cache."""
+    parser.add_argument(
+        "--routing",
+        choices=sorted(PRESETS),
+        help="model routing preset (default: hybrid with OPENAI_API_KEY, else local)",
+    )
+    add_model_options(parser, example="mar=gpt-6-sol")
+    add_effort_options(parser)
+    parser.add_argument("--mar-mode", choices=["listwise", "pointwise"], default="listwise")
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        metavar="STAGE=HUB_REF",
+        help="use a LangSmith hub prompt for one stage in this run, e.g. mar=m3rec-mar:staging",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the candidate display order")
+    parser.add_argument(
+        "--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
+    )
+    parser.add_argument("--no-cache", action="store_true", help="keep traits in memory only")
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, example: str) -> None:
+    """Add `--model STAGE=NAME` (repeatable): a per-stage override of the preset's model."""
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="STAGE=NAME",
+        help=f"per-stage override, e.g. {example}",
+    )
+
+
+def add_effort_options(parser: argparse.ArgumentParser) -> None:
+    """Add `--effort STAGE=EFFORT` (repeatable) and `--allow-retired`."""
+    parser.add_argument(
+        "--effort",
+        action="append",
+        metavar="STAGE=EFFORT",
+        help="per-stage reasoning effort, e.g. mar=medium (default: mope=none, mote=none, mar=low,"
+        " moved to the nearest effort each model accepts)",
+    )
+    parser.add_argument(
+        "--allow-retired",
+        action="store_true",
+        help="let a model past its shutdown date run, against an endpoint that still serves it",
+    )
+
+
+def build_context(args: argparse.Namespace) -> M3RecContext:
+    """Return the run context the routing flags name (`--prompt` pulls from the hub first).
+
+    Raises:
+        ConfigurationError: An unknown preset, a bad override or effort, a retired
+            model, or a `--prompt` that names no prompt or a missing hub version.
+    """
+    settings: dict[str, Any] = {"mar_mode": args.mar_mode, "seed": args.seed}
+    hub = hub_prompt_overrides(args.prompt or [], args.mar_mode)
+    if hub:
+        settings["prompt_overrides"] = hub
+    return context_for(
+        args.routing,
+        parse_overrides(args.model or []),
+        efforts=parse_efforts(args.effort or []),
+        allow_retired=args.allow_retired,
+        **settings,
+    )
+
+
+def build_run_graph(args: argparse.Namespace) -> M3RecGraph:
+    """Return the graph on the trait cache the flags name (`--cache FILE`, or `--no-cache`)."""
+    cache = InMemoryTraitCache() if args.no_cache else SqliteTraitCache(args.cache)
+    return build_graph(trait_cache=cache)
