@@ -1,18 +1,22 @@
-"""`m3rec encode-items`: MOTE through the OpenAI Batch API, at the batch price.
+"""`m3rec encode-items write|ingest`: MOTE through the OpenAI Batch API, at the batch price.
 
-* `--batch-api` writes one MOTE request per item that has text and is not yet in the
-  trait cache, as a Batch API requests file, and its manifest next to it.
-* `--ingest RESULTS` reads a finished batch's output file back: each valid answer goes
-  into the trait cache under the key a live MOTE call would use.
+* `write` writes one MOTE request per item that has text and is not yet in the trait
+  cache, as a Batch API requests file, and its manifest next to it.
+* `ingest` reads a finished batch's output file back: each valid answer goes into the
+  trait cache under the key a live MOTE call would use.
 
-Synchronous encoding is what `m3rec recommend` does, item by item, as a run needs them.
+There is no third mode: synchronous encoding is what `m3rec recommend` does, item by
+item, as a run needs them. Until the next release the old spellings still run, with a
+note on stderr (`upgrade_old_spelling`): `m3rec encode-items --batch-api ...` is
+`m3rec encode-items write ...`, and `m3rec encode-items --ingest RESULTS ...` is
+`m3rec encode-items ingest RESULTS ...`.
 """
 
 import argparse
 from pathlib import Path
 
 from m3rec_graph.cli.options import add_effort_options, add_model_options
-from m3rec_graph.cli.parsing import SubParsers, add_command
+from m3rec_graph.cli.parsing import SubParsers, add_command, add_modes
 from m3rec_graph.cost.batch_api import (
     BatchManifest,
     format_ingest_report,
@@ -27,69 +31,97 @@ from m3rec_graph.evaluation.datasets import build_requests, load_dataset
 from m3rec_graph.llm.routing import PRESETS, context_for, parse_efforts, parse_overrides
 from m3rec_graph.storage.traits import InMemoryTraitCache, SqliteTraitCache, TraitCache
 
+MODES = ("write", "ingest")
+
 CACHE_HELP = "trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
 
 
 def add_encode_parser(sub: SubParsers) -> None:
-    """Register `m3rec encode-items`."""
-    enc = add_command(
-        sub,
+    """Register `m3rec encode-items` and its modes `write` and `ingest`."""
+    group = sub.add_parser(
         "encode-items",
-        cmd_encode_items,
         help="MOTE through the OpenAI Batch API: write the requests, or ingest the results",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="There is no direct mode: `m3rec recommend` encodes the items it needs. The old"
+        " spellings `encode-items --batch-api` (now `write`) and `encode-items --ingest RESULTS`"
+        " (now `ingest RESULTS`) still run until the next release, with a note on stderr.",
     )
-    enc.add_argument("--dataset", help="dataset directory (with --batch-api)")
-    enc.add_argument(
+    modes = add_modes(group)
+    write = add_command(
+        modes,
+        "write",
+        cmd_write,
+        help="write a Batch API requests file (and its manifest) for the items not yet cached",
+    )
+    write.add_argument(
+        "--dataset", required=True, help="dataset directory (interactions.csv + items.jsonl)"
+    )
+    write.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE.jsonl",
+        help="the requests file to write (FILE.manifest.json goes next to it)",
+    )
+    write.add_argument(
         "--users", type=int, help="only the candidates of N sampled users (default: every item)"
     )
-    enc.add_argument("--negatives", type=int, default=99, help="negatives per user, with --users")
-    enc.add_argument("--seed", type=int, default=0, help="user/candidate sample seed, with --users")
-    enc.add_argument(
+    write.add_argument("--negatives", type=int, default=99, help="negatives per user, with --users")
+    write.add_argument(
+        "--seed", type=int, default=0, help="user/candidate sample seed, with --users"
+    )
+    write.add_argument(
         "--cold-start", type=int, help="history cut, with --users (does not change the items)"
     )
-    enc.add_argument("--batch-api", action="store_true", help="write a Batch API requests file")
-    enc.add_argument(
-        "--out", help="the requests file to write (FILE.jsonl; FILE.manifest.json goes next to it)"
-    )
-    enc.add_argument(
-        "--ingest",
-        metavar="RESULTS.jsonl",
-        help="a Batch API output file to load into the trait cache",
-    )
-    enc.add_argument("--requests", help="with --ingest: the requests file the batch was made from")
-    enc.add_argument(
+    write.add_argument(
         "--routing",
         choices=sorted(PRESETS),
         help="preset whose MOTE model encodes (default: hybrid)",
     )
-    add_model_options(enc, example="mote=gpt-6-luna")
-    add_effort_options(enc)
-    enc.add_argument("--cache", help=CACHE_HELP)
-    enc.add_argument(
-        "--no-cache", action="store_true", help="with --batch-api: ignore what is already cached"
+    add_model_options(write, example="mote=gpt-6-luna")
+    add_effort_options(write)
+    write.add_argument("--cache", help=CACHE_HELP)
+    write.add_argument("--no-cache", action="store_true", help="ignore what is already cached")
+    ingest = add_command(
+        modes,
+        "ingest",
+        cmd_ingest,
+        help="load a Batch API output file into the trait cache",
     )
+    ingest.add_argument("results", metavar="RESULTS.jsonl", help="the batch's output file")
+    ingest.add_argument(
+        "--requests",
+        required=True,
+        metavar="FILE.jsonl",
+        help="the requests file `write` made the batch from (its manifest sits next to it)",
+    )
+    ingest.add_argument("--cache", help=CACHE_HELP)
 
 
-def cmd_encode_items(args: argparse.Namespace) -> None:
-    """Write MOTE requests as an OpenAI Batch API file, or ingest a batch's results into the trait cache.
+def upgrade_old_spelling(rest: list[str]) -> tuple[list[str], str] | None:
+    """Return the arguments after `encode-items` in the new spelling and a one-line deprecation note.
+
+    None when `rest` starts with a mode (or `-h`). `--ingest RESULTS` (or
+    `--ingest=RESULTS`) becomes `ingest RESULTS`; otherwise `--batch-api` becomes `write`.
 
     Raises:
-        ConfigurationError: Neither mode, or a mode without its files.
+        ConfigurationError: `rest` starts with a flag but names neither mode.
     """
-    if args.ingest:
-        if not args.requests:
-            raise ConfigurationError(
-                "--ingest needs --requests FILE.jsonl (the file --batch-api wrote; its manifest sits next to it)"
-            )
-        cmd_ingest(args)
-        return
-    if not args.batch_api:
-        raise ConfigurationError(
-            "pass --batch-api to write a Batch API file (synchronous encoding is what `recommend` does)"
-        )
-    if not args.dataset or not args.out:
-        raise ConfigurationError("--batch-api needs --dataset PATH and --out FILE.jsonl")
-    cmd_write(args)
+    if not rest or rest[0] in (*MODES, "-h", "--help"):
+        return None
+    note = "`m3rec encode-items {old}` is deprecated and will be removed in the next release; use `m3rec encode-items {new}`"
+    for n, arg in enumerate(rest):
+        if arg == "--ingest" or arg.startswith("--ingest="):
+            results = [arg.removeprefix("--ingest=")] if arg != "--ingest" else []
+            new = ["ingest", *rest[:n], *results, *rest[n + 1 :]]
+            return new, note.format(old="--ingest RESULTS", new="ingest RESULTS")
+    if "--batch-api" in rest:
+        new = ["write", *(arg for arg in rest if arg != "--batch-api")]
+        return new, note.format(old="--batch-api", new="write")
+    raise ConfigurationError(
+        "encode-items takes a mode: `m3rec encode-items write` writes a Batch API file,"
+        " `m3rec encode-items ingest RESULTS.jsonl` reads its results (synchronous encoding is what"
+        " `recommend` does)"
+    )
 
 
 def _trait_cache(args: argparse.Namespace) -> TraitCache:
@@ -105,7 +137,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     manifest = BatchManifest.read(manifest_path(Path(args.requests)))
     # Ingesting makes no call: a batch encoded by a model retired since is still readable.
     ctx = context_for("hybrid", {"mote": manifest.model}, allow_retired=True)
-    report = ingest_mote_results(Path(args.ingest), manifest, _trait_cache(args), ctx)
+    report = ingest_mote_results(Path(args.results), manifest, _trait_cache(args), ctx)
     print(format_ingest_report(report))
 
 
@@ -155,5 +187,5 @@ def cmd_write(args: argparse.Namespace) -> None:
     )
     print(
         f"next: upload {out.name} as a batch (endpoint {plan.lines[0]['url'] if plan.lines else '/v1/chat/completions'}),"
-        f" download its output, then: m3rec encode-items --ingest RESULTS.jsonl --requests {out}"
+        f" download its output, then: m3rec encode-items ingest RESULTS.jsonl --requests {out}"
     )

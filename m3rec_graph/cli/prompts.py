@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from m3rec_graph.cli.parsing import SubParsers, add_command
+from m3rec_graph.cli.parsing import SubParsers, add_command, add_modes
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.prompts.hub import (
     PROMPT_NAMES,
@@ -76,49 +76,57 @@ def hub_prompt_overrides(pairs: list[str], mar_mode: str) -> dict[str, str]:
 
 
 def add_prompts_parser(sub: SubParsers) -> None:
-    """Register `m3rec prompts push|pull`."""
-    hub = add_command(
-        sub,
+    """Register `m3rec prompts` and its modes `push` and `pull`."""
+    group = sub.add_parser(
         "prompts",
-        cmd_prompts,
         help="push prompts to / pull them from the LangSmith prompt hub",
+        description="Push the prompt files to the LangSmith prompt hub, or pull a hub version into prompts/.",
     )
-    hub.add_argument("action", choices=["push", "pull"])
-    hub.add_argument("names", nargs="*", help="prompt files or hub names (default: all four)")
-    hub.add_argument("--tag", help="push: tag the new commits; pull: the tag (or commit) to pull")
-    hub.add_argument(
-        "--dir", help="pull: the prompts directory to write (default: the package's prompts/)"
+    modes = add_modes(group)
+    names_help = "prompt files or hub names (default: all four)"
+    push = add_command(
+        modes, "push", cmd_push, help="push the prompt files to the hub, one commit each"
+    )
+    push.add_argument("names", nargs="*", help=names_help)
+    push.add_argument("--tag", help="tag the new commits, e.g. staging")
+    pull = add_command(modes, "pull", cmd_pull, help="write a hub version into the prompt files")
+    pull.add_argument("names", nargs="*", help=names_help)
+    pull.add_argument("--tag", help="the tag (or commit) to pull (default: the latest commit)")
+    pull.add_argument(
+        "--dir", help="the prompts directory to write (default: the package's prompts/)"
     )
 
 
-def cmd_prompts(args: argparse.Namespace) -> None:
-    """Push the prompt files to the LangSmith prompt hub, or pull a hub version into prompts/."""
+def cmd_push(args: argparse.Namespace) -> None:
+    """Push the prompt files to the hub and print where each went."""
     with quiet_langsmith():
-        _prompts_action(langsmith_client(), args)
-
-
-def _prompts_action(client: Any, args: argparse.Namespace) -> None:
-    names = args.names or None
-    if args.action == "push":
-        for pushed in push_prompts(client, names, tag=args.tag):
+        pushed_all = push_prompts(langsmith_client(), args.names or None, tag=args.tag)
+        for pushed in pushed_all:
             where = pushed.url or "unchanged on the hub"
             print(
                 f"{pushed.prompt}: pushed as {pushed.hub_name} (file version {pushed.version}): {where}"
             )
-        return
+
+
+def cmd_pull(args: argparse.Namespace) -> None:
+    """Pull a hub version into the prompt files and print what changed."""
     directory = Path(args.dir) if args.dir else None
-    for pulled in pull_prompts(client, names, tag=args.tag, directory=directory):
-        state = (
-            f"updated {pulled.path}"
-            if pulled.changed
-            else f"{pulled.path} already has this wording"
+    with quiet_langsmith():
+        pulled_all = pull_prompts(
+            langsmith_client(), args.names or None, tag=args.tag, directory=directory
         )
-        commit = f" commit {pulled.commit[:12]}" if pulled.commit else ""
-        note = (
-            f"; the hub version drops {', '.join(pulled.dropped_variables)}"
-            if pulled.dropped_variables
-            else ""
-        )
-        print(
-            f"{pulled.prompt}: pulled {pulled.ref}{commit}: {state} (version {pulled.version}){note}"
-        )
+        for pulled in pulled_all:
+            state = (
+                f"updated {pulled.path}"
+                if pulled.changed
+                else f"{pulled.path} already has this wording"
+            )
+            commit = f" commit {pulled.commit[:12]}" if pulled.commit else ""
+            note = (
+                f"; the hub version drops {', '.join(pulled.dropped_variables)}"
+                if pulled.dropped_variables
+                else ""
+            )
+            print(
+                f"{pulled.prompt}: pulled {pulled.ref}{commit}: {state} (version {pulled.version}){note}"
+            )

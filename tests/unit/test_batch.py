@@ -166,7 +166,7 @@ def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
 def test_cli_writes_the_batch_then_ingests_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, cache = tmp_path / "batch.jsonl", tmp_path / "traits.sqlite"
     main([
-        "encode-items", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--batch-api",
+        "encode-items", "write", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19",
         "--out", str(out), "--cache", str(cache), "--model", "mote=gpt-4o-mini",
     ])
     printed = capsys.readouterr().out
@@ -174,25 +174,64 @@ def test_cli_writes_the_batch_then_ingests_results(tmp_path: Path, capsys: pytes
     cases = build_requests(load_dataset(BEAUTY), n_users=3, n_negatives=19, seed=0)
     assert len(lines) == len({c.item_id for case in cases for c in case.candidates})
     assert f"wrote {len(lines)} MOTE requests" in printed and "gpt-4o-mini" in printed
-    assert "at the batch price" in printed and "--ingest RESULTS.jsonl" in printed
+    assert "at the batch price" in printed and f"m3rec encode-items ingest RESULTS.jsonl --requests {out}" in printed
     results = tmp_path / "results.jsonl"
     results.write_text("\n".join(result_line(line["custom_id"], completion(json.dumps(GOOD))) for line in lines))
-    main(["encode-items", "--ingest", str(results), "--requests", str(out), "--cache", str(cache)])
+    main(["encode-items", "ingest", str(results), "--requests", str(out), "--cache", str(cache)])
     assert f"stored {len(lines)} item traits; skipped 0 invalid" in capsys.readouterr().out
     # everything is cached now: a second batch for the same users is empty
     main([
-        "encode-items", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--batch-api",
+        "encode-items", "write", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19",
         "--out", str(tmp_path / "again.jsonl"), "--cache", str(cache), "--model", "mote=gpt-4o-mini",
     ])
     assert f"wrote 0 MOTE requests for the candidates of 3 users (19 negatives, seed 0) to {tmp_path / 'again.jsonl'} ({len(lines)} items already cached" in capsys.readouterr().out
 
 
+WRITE_NOTE = (
+    "m3rec: note: `m3rec encode-items --batch-api` is deprecated and will be removed in the next release;"
+    " use `m3rec encode-items write`\n"
+)
+INGEST_NOTE = (
+    "m3rec: note: `m3rec encode-items --ingest RESULTS` is deprecated and will be removed in the next release;"
+    " use `m3rec encode-items ingest RESULTS`\n"
+)
+
+
+def test_cli_old_spellings_write_and_ingest_the_same_with_a_deprecation_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = ["--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--model", "mote=gpt-4o-mini"]
+    main(["encode-items", "write", *sample, "--out", str(tmp_path / "new.jsonl"), "--no-cache"])
+    new = capsys.readouterr()
+    main(["encode-items", *sample, "--batch-api", "--out", str(tmp_path / "old.jsonl"), "--no-cache"])
+    old = capsys.readouterr()
+    assert old.err == WRITE_NOTE and new.err == ""
+    assert old.out == new.out.replace("new.jsonl", "old.jsonl").replace("new.manifest", "old.manifest")
+    assert (tmp_path / "old.jsonl").read_text() == (tmp_path / "new.jsonl").read_text()
+    assert (tmp_path / "old.manifest.json").read_text() == (tmp_path / "new.manifest.json").read_text()
+    lines = [json.loads(line) for line in (tmp_path / "new.jsonl").read_text().splitlines()]
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(result_line(line["custom_id"], completion(json.dumps(GOOD))) for line in lines))
+    stored = f"stored {len(lines)} item traits; skipped 0 invalid"
+    for n, argv in enumerate([
+        ["--ingest", str(results), "--requests", str(tmp_path / "old.jsonl")],
+        ["--requests", str(tmp_path / "old.jsonl"), f"--ingest={results}"],
+    ]):
+        main(["encode-items", *argv, "--cache", str(tmp_path / f"traits{n}.sqlite")])
+        done = capsys.readouterr()
+        assert done.err == INGEST_NOTE and stored in done.out
+    main(["encode-items", "ingest", str(results), "--requests", str(tmp_path / "new.jsonl"),
+          "--cache", str(tmp_path / "traits2.sqlite")])  # fmt: skip
+    done = capsys.readouterr()
+    assert done.err == "" and stored in done.out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--dataset", str(BEAUTY)], "pass --batch-api"),
-        (["--batch-api", "--dataset", str(BEAUTY)], "--out FILE.jsonl"),
-        (["--ingest", "r.jsonl"], "--requests FILE.jsonl"),
+        (["--dataset", str(BEAUTY)], "encode-items takes a mode: `m3rec encode-items write`"),
+        (["ingest", "r.jsonl", "--requests", "missing.jsonl"], "manifest not found"),
+        (["write", "--dataset", str(BEAUTY), "--out", "x.jsonl", "--routing", "local"], "Batch API is OpenAI's"),
         (["--ingest", "r.jsonl", "--requests", "missing.jsonl"], "manifest not found"),
         (["--batch-api", "--dataset", str(BEAUTY), "--out", "x.jsonl", "--routing", "local"], "Batch API is OpenAI's"),
     ],
@@ -204,4 +243,55 @@ def test_cli_bad_encode_items_input_exits_2(
     with pytest.raises(SystemExit) as exit_info:
         main(["encode-items", *argv])
     err = capsys.readouterr().err
+    old = {"--ingest": INGEST_NOTE, "--batch-api": WRITE_NOTE}.get(argv[0], "")
+    assert err.startswith(old) and "Traceback" not in err
+    err = err.removeprefix(old)
     assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["write", "--dataset", str(BEAUTY)], "the following arguments are required: --out"),
+        (["ingest", "r.jsonl"], "the following arguments are required: --requests"),
+        (["ingest", "--requests", "q.jsonl"], "the following arguments are required: RESULTS.jsonl"),
+        (
+            ["ingest", "r.jsonl", "--requests", "q.jsonl", "--dataset", "d", "--no-cache"],
+            "unrecognized arguments: --dataset d --no-cache (--dataset, --no-cache are flags of `m3rec encode-items write`)",
+        ),
+        (
+            ["write", "--dataset", str(BEAUTY), "--out", "x.jsonl", "--requests", "q.jsonl"],
+            "unrecognized arguments: --requests q.jsonl (--requests is a flag of `m3rec encode-items ingest`)",
+        ),
+        (["write", "--dataset", str(BEAUTY), "--out", "x.jsonl", "--batch-api"], "unrecognized arguments: --batch-api"),
+    ],
+)
+def test_cli_flags_of_the_other_encode_items_mode_exit_2_with_the_mode_usage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode-items", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"usage: m3rec encode-items {argv[0]} ")
+    assert err.endswith(f"m3rec encode-items {argv[0]}: error: {message}\n")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batch-api", "--dataset", str(BEAUTY)], "m3rec encode-items write: error: the following arguments are required: --out"),
+        (["--ingest", "r.jsonl"], "m3rec encode-items ingest: error: the following arguments are required: --requests"),
+    ],
+)
+def test_cli_old_encode_items_spellings_fail_as_their_mode_does_after_the_note(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode-items", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(INGEST_NOTE if argv[0] == "--ingest" else WRITE_NOTE)
+    assert err.rstrip().endswith(message) and "Traceback" not in err

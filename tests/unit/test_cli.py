@@ -75,3 +75,43 @@ def test_graph_command_prints_the_mermaid_diagram(capsys: pytest.CaptureFixture[
         "mote -.-> mote", "mote -.-> mote_fallback", "mote_fallback --> collect_traits",  # re-ask, fallback
     ):  # fmt: skip
         assert edge in out
+
+
+def test_the_command_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as shown:
+        main(["--help"])
+    assert shown.value.code == 0
+    top = capsys.readouterr().out
+    for command in ("recommend", "graph", "demo", "serve", "fetch-model", "eval", "models", "cost",
+                    "encode-items", "prompts"):  # fmt: skip
+        assert f"\n    {command} " in top
+    for group, modes in (("cost", ("estimate", "measure")), ("encode-items", ("write", "ingest")),
+                         ("prompts", ("push", "pull"))):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main([group, "--help"])
+        listed = capsys.readouterr().out
+        assert listed.startswith(f"usage: m3rec {group} [-h] MODE ...")
+        assert all(f"\n    {mode} " in listed for mode in modes)
+
+
+@pytest.mark.parametrize("group", ["cost", "encode-items", "prompts"])
+def test_a_group_without_its_mode_exits_2(group: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([group])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.endswith(f"m3rec {group}: error: the following arguments are required: MODE\n")
+
+
+def test_a_flag_the_command_does_not_take_is_refused_by_that_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prompts", "push", "--dir", "x"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("usage: m3rec prompts push ")
+    assert err.endswith("m3rec prompts push: error: unrecognized arguments: --dir (--dir is a flag of `m3rec prompts pull`)\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--request", "r.json", "--bogus"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.endswith("m3rec recommend: error: unrecognized arguments: --bogus\n")
+

@@ -1,14 +1,23 @@
-"""`m3rec cost` without --dry-run: presets measured through the harness, cost against accuracy."""
+"""`m3rec cost measure`: presets measured through the harness, cost against accuracy."""
 
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from m3rec_graph.cli import app as cli
-from m3rec_graph.cost.measure import COST_PLOT, COST_REPORT, run_cost_experiment
+from m3rec_graph.cli import cost as cost_cli
+from m3rec_graph.cost.measure import (
+    COST_PLOT,
+    COST_REPORT,
+    CostMeasurement,
+    MeasuredMethod,
+    run_cost_experiment,
+)
 from m3rec_graph.evaluation import EvalSettings
+from m3rec_graph.evaluation.metrics import MetricSummary
 from tests.fakes import ScriptedModels, default_responder
 from tests.unit.test_evaluation import Served
 
@@ -65,6 +74,39 @@ def test_presets_are_measured_on_the_same_users_and_compared_with_the_estimate(
 
 def test_measured_cost_needs_a_run_directory(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["cost", "--dataset", str(BEAUTY), "--users", "3", "--presets", "local"])
+        cli.main(["cost", "measure", "--dataset", str(BEAUTY), "--users", "3", "--presets", "local"])
     assert exit_info.value.code == 2
-    assert "give --out DIR" in capsys.readouterr().err
+    assert "m3rec cost measure: error: the following arguments are required: --out" in capsys.readouterr().err
+
+
+def test_cli_measure_and_its_old_spelling_run_the_same_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def recorded(settings: EvalSettings, presets: list[str], out: Path, **kwargs: Any) -> CostMeasurement:
+        calls.append((settings, presets, out, kwargs))
+        summary = MetricSummary(mean=0.5, low=0.25, high=0.75)
+        method = MeasuredMethod(method="random", users=3, hr10=summary, ndcg10=summary, seconds_per_user=0.1)
+        return CostMeasurement(out, "beauty_small", 19, [method], None, "| the report |")
+
+    monkeypatch.setattr(cost_cli, "run_cost_experiment", recorded)
+    flags = ["--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--presets", "local,hybrid",
+             "--baselines", "random", "--concurrency", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    cli.main(["cost", "measure", *flags, "--json", str(tmp_path / "new.json")])
+    new = capsys.readouterr()
+    cli.main(["cost", *flags, "--json", str(tmp_path / "old.json")])
+    old = capsys.readouterr()
+    assert calls[0] == calls[1]
+    settings, presets, out, kwargs = calls[0]
+    assert (settings.users, settings.negatives, settings.seed) == (3, 19, 0)
+    assert presets == ["local", "hybrid"] and out == tmp_path / "run"
+    assert kwargs == {"baselines": ["random"], "concurrency": 1}
+    assert old.out == new.out == "| the report |\n"
+    assert json.loads((tmp_path / "old.json").read_text()) == json.loads((tmp_path / "new.json").read_text())
+    assert json.loads((tmp_path / "new.json").read_text())[0]["cost_per_1000_users_usd"] == 0.0
+    assert new.err == ""
+    assert old.err == (
+        "m3rec: note: `m3rec cost` without a mode is deprecated and will be removed in the next release;"
+        " use `m3rec cost measure` (the same flags)\n"
+    )

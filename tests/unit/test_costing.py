@@ -314,8 +314,8 @@ def test_cli_dry_run_prints_tables_and_writes_json(
 
     out = tmp_path / "cost.json"
     main([
-        "cost", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--presets", "hybrid,gpt-6.1-sol",
-        "--mar-mode", "both", "--dry-run", "--json", str(out),
+        "cost", "estimate", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19",
+        "--presets", "hybrid,gpt-6.1-sol", "--mar-mode", "both", "--json", str(out),
     ])
     captured = capsys.readouterr()
     assert "### `hybrid`, MAR pointwise" in captured.out and "hybrid vs gpt-6.1-sol, MAR pointwise" in captured.out
@@ -323,13 +323,31 @@ def test_cli_dry_run_prints_tables_and_writes_json(
     assert len(json.loads(out.read_text())["estimates"]) == 4
 
 
+def test_cli_old_dry_run_spelling_is_the_estimate_with_a_deprecation_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from m3rec_graph.cli.app import main
+
+    flags = ["--dataset", str(BEAUTY), "--users", "3", "--negatives", "19", "--presets", "hybrid"]
+    main(["cost", "estimate", *flags, "--json", str(tmp_path / "new.json")])
+    new = capsys.readouterr()
+    main(["cost", *flags, "--dry-run", "--json", str(tmp_path / "old.json")])
+    old = capsys.readouterr()
+    assert old.out == new.out and "### `hybrid`, MAR listwise" in old.out
+    assert (tmp_path / "old.json").read_text() == (tmp_path / "new.json").read_text()
+    note, rest = old.err.split("\n", 1)
+    assert note == (
+        "m3rec: note: `m3rec cost --dry-run` is deprecated and will be removed in the next release;"
+        " use `m3rec cost estimate` (the same flags, without --dry-run)"
+    )
+    assert rest == new.err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--dry-run", "--presets", "hybrid,gpt-5"], "unknown preset 'gpt-5'"),
-        ([], "give --out DIR"),
-        (["--out", "x", "--mar-mode", "pointwise"], "apply to --dry-run only"),
-        (["--dry-run", "--output-tokens", "ranker=3"], "STAGE=TOKENS"),
+        (["estimate", "--presets", "hybrid,gpt-5"], "unknown preset 'gpt-5'"),
+        (["estimate", "--output-tokens", "ranker=3"], "STAGE=TOKENS"),
     ],
 )
 def test_cli_bad_cost_input_exits_2_with_one_line(
@@ -338,7 +356,59 @@ def test_cli_bad_cost_input_exits_2_with_one_line(
     from m3rec_graph.cli.app import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["cost", "--dataset", str(BEAUTY), "--users", "2", *argv])
+        main(["cost", argv[0], "--dataset", str(BEAUTY), "--users", "2", *argv[1:]])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["measure"], "the following arguments are required: --out"),
+        (
+            ["measure", "--out", "x", "--mar-mode", "pointwise", "--chunk-size", "5"],
+            "unrecognized arguments: --mar-mode pointwise --chunk-size 5"
+            " (--mar-mode, --chunk-size are flags of `m3rec cost estimate`)",
+        ),
+        (
+            ["estimate", "--baselines", "random", "--concurrency", "1"],
+            "unrecognized arguments: --baselines random --concurrency 1"
+            " (--baselines, --concurrency are flags of `m3rec cost measure`)",
+        ),
+        (["estimate", "--dry-run"], "unrecognized arguments: --dry-run"),
+    ],
+)
+def test_cli_flags_of_the_other_cost_mode_exit_2_with_the_mode_usage(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from m3rec_graph.cli.app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cost", argv[0], "--dataset", str(BEAUTY), "--users", "2", *argv[1:]])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(f"usage: m3rec cost {argv[0]} ")
+    assert err.endswith(f"m3rec cost {argv[0]}: error: {message}\n") and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "m3rec cost measure: error: the following arguments are required: --out"),
+        (["--out", "x", "--mar-mode", "pointwise"], "--mar-mode is a flag of `m3rec cost estimate`"),
+        (["--dry-run", "--presets", "hybrid,gpt-5"], "m3rec: error: unknown preset 'gpt-5'"),
+    ],
+)
+def test_cli_old_cost_spellings_fail_as_their_mode_does_after_the_note(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from m3rec_graph.cli.app import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cost", "--dataset", str(BEAUTY), "--users", "2", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    mode = "estimate" if "--dry-run" in argv else "measure"
+    assert err.startswith("m3rec: note: `m3rec cost") and f"use `m3rec cost {mode}`" in err.splitlines()[0]
+    assert message in err and "Traceback" not in err
