@@ -234,7 +234,7 @@ def _tokens_head(results: Results) -> str:
         f"(`datasets.build_requests`, seed {t.seed}; mean history {t.mean_history:.1f} items), "
         f"preset `{t.preset}` ({t.model} for every stage, tiktoken `{t.encoding}`). Every call's real "
         "prompt is rendered by the stages' own code and counted by `m3rec_graph.cost.estimate` (as "
-        "`m3rec cost --dry-run`); nothing is sent. Input tokens are exact prompt counts (MAR's prompt "
+        "`m3rec cost estimate`); nothing is sent. Input tokens are exact prompt counts (MAR's prompt "
         "holds a typical profile and typical traits in place of MOPE's and MOTE's answers); output "
         "tokens are estimated from typical answers of each stage's schema; the schema parameter "
         "(an upper-bound estimate) is shown apart and left out of input and total. "

@@ -1,6 +1,6 @@
 """Benchmarks 4 and 5: the trait cache's effect, and tokens per recommendation per stage.
 
-Both come from one dry run of `m3rec_graph.cost.estimate` (what `m3rec cost --dry-run`
+Both come from one dry run of `m3rec_graph.cost.estimate` (what `m3rec cost estimate`
 uses): the evaluation harness's users and candidates (`datasets.build_requests`,
 target + 19 negatives, seed 0), every stage call's real prompt rendered by the
 stages' own code and counted with tiktoken under the `gpt-4o` preset (all three

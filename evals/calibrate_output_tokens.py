@@ -6,7 +6,7 @@ Runs the graph on the first N users of the shipped Beauty demo sample (real
 histories, 20 candidates each), records every LLM answer by stage through a
 callback (the raw JSON text, or a forced function call's arguments), counts it
 with tiktoken (gpt-4o's encoding for the local model), and prints the measured
-mean per call (per scored candidate for MAR) next to what `m3rec cost --dry-run`
+mean per call (per scored candidate for MAR) next to what `m3rec cost estimate`
 assumes for the same calls. The last line is an `--output-tokens` value to
 feed the measured averages back into the dry run.
 

@@ -1,4 +1,4 @@
-"""Print docs/cost.md's tables from `m3rec cost --dry-run --json` reports.
+"""Print docs/cost.md's tables from `m3rec cost estimate --json` reports.
 
     python evals/cost_tables.py beauty_99.json beauty_19.json
 

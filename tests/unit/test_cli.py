@@ -1,6 +1,7 @@
 """CLI input handling: bad requests exit with code 2 and one line, never a traceback."""
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from m3rec_graph.cli.app import main
+from m3rec_graph.cli.app import build_parser, main, parse, upgrade_old_spelling
 
 GOOD_ITEM = {"item_id": "a", "title": "Lip balm"}
 
@@ -115,3 +116,32 @@ def test_a_flag_the_command_does_not_take_is_refused_by_that_command(capsys: pyt
     assert exit_info.value.code == 2
     assert err.endswith("m3rec recommend: error: unrecognized arguments: --bogus\n")
 
+
+def documented_commands() -> list[str]:
+    """Every `m3rec ...` line of the README's and docs' code blocks (continuations joined)."""
+    root = Path(__file__).parents[2]
+    commands = []
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        in_block, pending = False, ""
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("```"):
+                in_block = not in_block
+                continue
+            line = pending + line.split(" #")[0].strip()
+            pending = line.removesuffix("\\") + " " if in_block and line.endswith("\\") else ""
+            if in_block and not pending and line.startswith("m3rec "):
+                commands.append(line)
+    return commands
+
+
+def test_every_documented_command_parses_in_the_current_spelling(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = documented_commands()
+    assert any(c.startswith("m3rec cost estimate ") for c in commands)
+    assert any(c.startswith("m3rec encode-items ingest ") for c in commands)
+    for command in commands:
+        if "[" in command:  # a synopsis: m3rec recommend --request request.json [--routing PRESET] ...
+            continue
+        argv = shlex.split(command)[1:]
+        args = parse(build_parser(), upgrade_old_spelling(argv))
+        assert callable(args.func), command
+        assert capsys.readouterr().err == "", command  # no deprecation note
