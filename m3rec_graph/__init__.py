@@ -32,7 +32,7 @@ from m3rec_graph.integrations.embed import as_node, as_tool, astream_progress
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.llm.routing import PRESETS, context_for, default_preset
 from m3rec_graph.local.server import local_server
-from m3rec_graph.state import RecInput, RecOutput
+from m3rec_graph.state import MemoryReport, RecInput, RecOutput
 from m3rec_graph.storage.catalog import (
     Catalog,
     InMemoryCatalog,
@@ -40,6 +40,8 @@ from m3rec_graph.storage.catalog import (
     SqliteCatalog,
     UnknownItemError,
 )
+from m3rec_graph.storage.memory import aforget, forget
+from m3rec_graph.storage.store import open_store
 from m3rec_graph.storage.traits import InMemoryTraitCache, SqliteTraitCache, TraitCache
 
 if TYPE_CHECKING:
@@ -92,6 +94,7 @@ __all__ = [
     "LocalServerError",
     "M3RecContext",
     "M3RecError",
+    "MemoryReport",
     "ModelSpec",
     "MotivationProfile",
     "ProviderAuthError",
@@ -103,14 +106,17 @@ __all__ = [
     "SqliteTraitCache",
     "TraitCache",
     "UnknownItemError",
+    "aforget",
     "as_node",
     "as_tool",
     "astream_progress",
     "build_graph",
     "context_for",
     "default_preset",
+    "forget",
     "graph",
     "local_server",
+    "open_store",
     "openai_chat_model",
     "parse_request",
 ]

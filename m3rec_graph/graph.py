@@ -36,12 +36,14 @@ straight to `rank`, which scores every candidate by profile-trait overlap.
 """
 
 import asyncio
+import warnings
 from functools import partial
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 from langgraph.types import Command, Overwrite, Send
 
 from m3rec_graph._internal.bpe import load_encodings
@@ -55,7 +57,7 @@ from m3rec_graph.prompts.loader import PromptName, is_loaded, load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits, overlap_alignment
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mar import MarStage
-from m3rec_graph.stages.mope import MopeStage
+from m3rec_graph.stages.mope import DEFAULT_PROFILE_TTL_DAYS, MopeStage, profile_key
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.stages.order import shown_order
 from m3rec_graph.state import (
@@ -63,6 +65,7 @@ from m3rec_graph.state import (
     M3RecGraph,
     MarCandidate,
     MarTask,
+    MemoryReport,
     MopeTask,
     MoteTask,
     RecInput,
@@ -70,7 +73,9 @@ from m3rec_graph.state import (
     State,
     Truncation,
 )
-from m3rec_graph.storage.traits import SqliteTraitCache, TraitCache, cache_blocks, trait_cache_key
+from m3rec_graph.storage.memory import read_profile
+from m3rec_graph.storage.store import resolve_store
+from m3rec_graph.storage.traits import LegacyTraitMemory, StoreTraitMemory, TraitCache, TraitMemory
 from m3rec_graph.text.item_text import truncations
 
 PROMPT_NAMES: tuple[PromptName, ...] = get_args(PromptName)
@@ -135,13 +140,17 @@ async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
 
 
 async def prepare(
-    state: State, runtime: Runtime[M3RecContext], *, trait_cache: TraitCache
+    state: State, runtime: Runtime[M3RecContext], *, legacy_traits: TraitMemory | None
 ) -> Command[Literal["mope", "mote", "collect_traits"]]:
-    """Validate the request, read cached traits, and fan out MOPE plus MOTE for the misses."""
+    """Validate the request, read stored traits and profile, and fan out MOPE plus MOTE for the misses."""
     request = parse_request({key: value for key, value in state.items() if key in RecInput.__annotations__})
     ctx = await run_context(runtime)
     mote_model = ctx.model_for("mote").name
     mote_version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version
+    # The run's store: the host's or platform's `runtime.store`, else the process default.
+    # A deprecated `trait_cache=` graph keeps its cache and remembers no profiles.
+    store = None if legacy_traits is not None else await resolve_store(runtime.store)
+    trait_memory = legacy_traits or StoreTraitMemory(cast(BaseStore, store))
 
     traits = {}
     degraded: list[Degradation] = []
@@ -151,39 +160,34 @@ async def prepare(
         for item in (*request.history, *request.candidates)
         for note in truncations(item)
     ]
-    keys = {}
+    to_look_up = []
     for item in request.candidates:
         if ctx.ablation == "no_mote":
             traits[item.item_id] = neutral_traits("MOTE ablated")  # the configuration, not a failure
         elif item.has_text():
-            keys[item.item_id] = trait_cache_key(item, mote_model, mote_version)
+            to_look_up.append(item)
         else:
             traits[item.item_id] = neutral_traits("item has no text")
             degraded.append({"stage": "mote", "item_id": item.item_id, "reason": "item has no text"})
-    # SQLite blocks: keep it off the event loop (the LangGraph server refuses blocking calls).
-    if cache_blocks(trait_cache):
-        cached = await asyncio.to_thread(trait_cache.get_many, list(keys.values()))
-    else:
-        cached = trait_cache.get_many(list(keys.values()))
-    sends: list[Send] = []
-    for item in request.candidates:
-        key = keys.get(item.item_id)
-        if key is None:
-            continue
-        if key in cached:
-            traits[item.item_id] = cached[key]
-        else:
-            sends.append(Send("mote", MoteTask(item=item, cache_key=key)))
+    stored = await trait_memory.read(to_look_up, model=mote_model, prompt_version=mote_version)
+    traits.update(stored)
+    sends: list[Send] = [Send("mote", MoteTask(item=item)) for item in to_look_up if item.item_id not in stored]
 
     profile: MotivationProfile | None = None  # until this run's MOPE task answers
+    profile_memory: Literal["hit", "miss", "off"] = "off"
     recent = recent_history(request, ctx)
     if ctx.ablation == "no_mope":
         profile = fallback_profile(recent, "MOPE switched off: ablation no_mope")
     elif request.history:
-        sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=recent)))
+        if store is not None:
+            profile = await read_profile(store, profile_key(request.user_id, recent, ctx))
+            profile_memory = "hit" if profile is not None else "miss"
+        if profile is None:
+            sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=recent)))
     else:
         profile = fallback_profile([])
         degraded.append({"stage": "mope", "item_id": None, "reason": "empty history"})
+    to_encode = sum(1 for send in sends if send.node == "mote")
     # Every per-run key starts over: on a reused thread the state still holds the last
     # run's values, which the reducers would add to and the joins would take for this run's.
     update: dict[str, Any] = {
@@ -197,9 +201,9 @@ async def prepare(
         "truncated": truncated,
         "ranking": [],
         "usage": usage_report([]),
+        "memory": MemoryReport(profile=profile_memory, traits_hit=len(stored), traits_miss=to_encode),
     }
-    to_encode = sum(1 for send in sends if send.node == "mote")
-    ready = len(request.candidates) - to_encode  # cached, or without text
+    ready = len(request.candidates) - to_encode  # stored, or without text
     runtime.stream_writer(
         progress("started", candidates=len(request.candidates), to_encode=to_encode, ready=ready)
     )
@@ -262,12 +266,15 @@ async def rank(state: State, runtime: Runtime[M3RecContext]) -> dict[str, Any]:
         "user_id": request.user_id,
         "ranking": ranking,
         "usage": usage_report(state["usage_log"]),
+        "memory": state["memory"],
     }
 
 
 def build_graph(
     *,
     chat_models: ChatModelFactory = openai_chat_model,
+    store: BaseStore | None = None,
+    profile_ttl_days: float | None = DEFAULT_PROFILE_TTL_DAYS,
     trait_cache: TraitCache | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     context_schema: type[M3RecContext] = M3RecContext,
@@ -277,34 +284,54 @@ def build_graph(
     Args:
         chat_models: Builds the chat model for each stage's `ModelSpec`
             (default: a cached `ChatOpenAI`). Inject fakes or shared clients here.
-        trait_cache: Where MOTE traits persist (default: a SQLite file in the
+        store: Where item traits and shopper profiles persist: any LangGraph
+            `BaseStore` (`InMemoryStore`, `SqliteStore`, `PostgresStore`, or
+            `m3rec_graph.open_store(url)`). Leave it `None` under the LangGraph
+            platform, which supplies its own store; a graph run with no store at all
+            uses the process default (`$M3REC_STORE_URL`, else a SQLite file in the
             per-user cache directory, opened on first use).
+        profile_ttl_days: How long a stored shopper profile is served (`None`: no expiry;
+            stores without TTL support keep it for their lifetime).
+        trait_cache: Deprecated: pass `store=` instead. A `TraitCache` keeps MOTE traits
+            as before this release and disables profile memory.
         checkpointer: Only for standalone durable runs; hosts and the LangGraph
             server supply their own.
         context_schema: What a dict `context=` (JSON from a remote caller, Studio) is
             turned into: `M3RecContext`, the one run context (or a subclass). Any other
             context object raises `ConfigurationError` when the run starts.
     """
-    cache = trait_cache if trait_cache is not None else SqliteTraitCache()
+    legacy: TraitMemory | None = None
+    if trait_cache is not None:
+        warnings.warn(
+            "build_graph(trait_cache=...) is deprecated and will be removed in the next release: "
+            "pass store= (a LangGraph BaseStore, e.g. InMemoryStore() or m3rec_graph.open_store(url)); "
+            "with trait_cache= no shopper profiles are remembered",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        legacy = LegacyTraitMemory(trait_cache)
     # Nodes read the context through `get_context()`, which also takes a dict and refuses foreign objects.
     builder = StateGraph(State, context_schema=context_schema, input_schema=RecInput, output_schema=RecOutput)
     # `destinations` draws the Command edges: partial() hides the return annotation.
     builder.add_node(
         "prepare",
-        partial(prepare, trait_cache=cache),
+        partial(prepare, legacy_traits=legacy),
         destinations=("mope", "mote", "collect_traits"),
     )
     # Each stage is two plain nodes (`mope` + `mope_fallback`, ...; see stages/loop.py).
     # A re-ask is a new task sent after its siblings finished, so the joins
     # (`collect_traits`, `rank`) proceed only once every result is in.
-    add_stage(builder, MopeStage(), then="collect_traits", chat_models=chat_models)
-    add_stage(builder, MoteStage(cache), then="collect_traits", chat_models=chat_models)
+    mope = MopeStage(remember_profiles=legacy is None, profile_ttl_days=profile_ttl_days)
+    add_stage(builder, mope, then="collect_traits", chat_models=chat_models)
+    add_stage(builder, MoteStage(legacy), then="collect_traits", chat_models=chat_models)
     builder.add_node("collect_traits", collect_traits, destinations=("mar", "rank"))
     add_stage(builder, MarStage(), then="rank", chat_models=chat_models)
     builder.add_node("rank", rank)
     builder.add_edge(START, "prepare")
     builder.add_edge("rank", END)
-    return builder.compile(checkpointer=checkpointer, name="m3rec")
+    # The LangGraph server refuses a graph compiled with its own store and injects the
+    # platform's; the module-level `graph` below is compiled without one.
+    return builder.compile(checkpointer=checkpointer, store=store, name="m3rec")
 
 
 graph = build_graph()

@@ -68,6 +68,21 @@ class RecOutput(TypedDict):
     """Empty when every stage answered validly."""
     truncated: list["Truncation"]
     """Item text fields cut to their character/token budget before any model saw them."""
+    memory: "MemoryReport"
+    """What the store served: the shopper's profile and the candidates' traits."""
+
+
+class MemoryReport(TypedDict):
+    """What this run found in the store (next to `usage`: a hit is a call not made)."""
+
+    profile: Literal["hit", "miss", "off"]
+    """`hit`: the profile for exactly this history window and MOPE settings was stored, no
+    MOPE call; `miss`: MOPE ran (and its valid answer was stored); `off`: no profile
+    memory (no history, the `no_mope` ablation, or a deprecated `trait_cache=` graph)."""
+    traits_hit: int
+    """Candidates whose traits came from the store (no MOTE call)."""
+    traits_miss: int
+    """Candidates MOTE encoded in this run."""
 
 
 class Truncation(TypedDict):
@@ -104,6 +119,7 @@ class State(TypedDict, total=False):
     truncated: list[Truncation]
     ranking: list[RankedItem]
     usage: UsageReport
+    memory: MemoryReport
 
 
 class LoopState(TypedDict, total=False):
@@ -126,8 +142,6 @@ class MoteTask(TypedDict):
     """Payload of one `Send("mote", ...)`: one candidate whose traits are not cached."""
 
     item: Item
-    cache_key: str
-    """Item id + text hash + model + prompt version: where the traits are stored."""
 
 
 class MarCandidate(TypedDict):

@@ -14,12 +14,14 @@ a mode is `m3rec cost measure ...`.
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from m3rec_graph.cli.eval import resolve_dataset
 from m3rec_graph.cli.parsing import SubParsers, add_command, add_modes
+from m3rec_graph.cli.store_options import add_store_options, store_url
 from m3rec_graph.cost.estimate import (
     MAR_MODES,
     CostSettings,
@@ -30,7 +32,7 @@ from m3rec_graph.cost.estimate import (
 from m3rec_graph.cost.measure import run_cost_experiment
 from m3rec_graph.evaluation import EvalSettings
 from m3rec_graph.llm.routing import PRESETS
-from m3rec_graph.storage.traits import SqliteTraitCache, TraitCache
+from m3rec_graph.storage.store import STORE_URL_ENV, open_store
 
 MODES = ("estimate", "measure")
 
@@ -75,8 +77,9 @@ def add_cost_parser(sub: SubParsers) -> None:
         metavar="STAGE=N,...",
         help="measured output tokens per call (MOPE, MOTE) or per scored candidate (MAR), instead of the size model",
     )
-    estimate.add_argument(
-        "--cache", help="trait cache SQLite file whose items count as already encoded"
+    add_store_options(
+        estimate,
+        memory_help="count nothing as already encoded (the default)",
     )
     measure = add_command(
         modes,
@@ -157,8 +160,10 @@ def cmd_estimate(args: argparse.Namespace) -> None:
         include_schema=not args.no_schema_tokens,
         output_overrides=parse_output_overrides(args.output_tokens),
     )
-    cache: TraitCache | None = SqliteTraitCache(args.cache) if args.cache else None
-    report = estimate_costs(settings, cache=cache)
+    # Only an explicitly named store counts as already encoded (default: nothing is).
+    named = args.store or args.cache or os.environ.get(STORE_URL_ENV)
+    with open_store(store_url(args) if named else "memory:") as store:
+        report = estimate_costs(settings, store=store)
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")

@@ -1,9 +1,9 @@
 """`m3rec encode-items write|ingest`: MOTE through the OpenAI Batch API, at the batch price.
 
-* `write` writes one MOTE request per item that has text and is not yet in the trait
-  cache, as a Batch API requests file, and its manifest next to it.
+* `write` writes one MOTE request per item that has text and is not yet in the store,
+  as a Batch API requests file, and its manifest next to it.
 * `ingest` reads a finished batch's output file back: each valid answer goes into the
-  trait cache under the key a live MOTE call would use.
+  store under the namespace and key a live MOTE call would use.
 
 There is no third mode: synchronous encoding is what `m3rec recommend` does, item by
 item, as a run needs them. Until the next release the old spellings still run, with a
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from m3rec_graph.cli.options import add_effort_options, add_model_options
 from m3rec_graph.cli.parsing import SubParsers, add_command, add_modes
+from m3rec_graph.cli.store_options import add_store_options, store_url
 from m3rec_graph.cost.batch_api import (
     BatchManifest,
     format_ingest_report,
@@ -29,11 +30,9 @@ from m3rec_graph.cost.estimate import batch_file_cost
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.datasets import build_requests, load_dataset
 from m3rec_graph.llm.routing import PRESETS, context_for, parse_efforts, parse_overrides
-from m3rec_graph.storage.traits import InMemoryTraitCache, SqliteTraitCache, TraitCache
+from m3rec_graph.storage.store import open_store
 
 MODES = ("write", "ingest")
-
-CACHE_HELP = "trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
 
 
 def add_encode_parser(sub: SubParsers) -> None:
@@ -51,7 +50,7 @@ def add_encode_parser(sub: SubParsers) -> None:
         modes,
         "write",
         cmd_write,
-        help="write a Batch API requests file (and its manifest) for the items not yet cached",
+        help="write a Batch API requests file (and its manifest) for the items not yet stored",
     )
     write.add_argument(
         "--dataset", required=True, help="dataset directory (interactions.csv + items.jsonl)"
@@ -79,13 +78,12 @@ def add_encode_parser(sub: SubParsers) -> None:
     )
     add_model_options(write, example="mote=gpt-6-luna")
     add_effort_options(write)
-    write.add_argument("--cache", help=CACHE_HELP)
-    write.add_argument("--no-cache", action="store_true", help="ignore what is already cached")
+    add_store_options(write, memory_help="ignore what is already stored")
     ingest = add_command(
         modes,
         "ingest",
         cmd_ingest,
-        help="load a Batch API output file into the trait cache",
+        help="load a Batch API output file into the store",
     )
     ingest.add_argument("results", metavar="RESULTS.jsonl", help="the batch's output file")
     ingest.add_argument(
@@ -94,7 +92,7 @@ def add_encode_parser(sub: SubParsers) -> None:
         metavar="FILE.jsonl",
         help="the requests file `write` made the batch from (its manifest sits next to it)",
     )
-    ingest.add_argument("--cache", help=CACHE_HELP)
+    add_store_options(ingest)
 
 
 def upgrade_old_spelling(rest: list[str]) -> tuple[list[str], str] | None:
@@ -124,10 +122,6 @@ def upgrade_old_spelling(rest: list[str]) -> tuple[list[str], str] | None:
     )
 
 
-def _trait_cache(args: argparse.Namespace) -> TraitCache:
-    return SqliteTraitCache(args.cache)
-
-
 def cmd_ingest(args: argparse.Namespace) -> None:
     """Store a batch's valid MOTE answers in the trait cache and print what was skipped.
 
@@ -135,9 +129,8 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         BatchFileError: The manifest or the results file is missing or malformed.
     """
     manifest = BatchManifest.read(manifest_path(Path(args.requests)))
-    # Ingesting makes no call: a batch encoded by a model retired since is still readable.
-    ctx = context_for("hybrid", {"mote": manifest.model}, allow_retired=True)
-    report = ingest_mote_results(Path(args.results), manifest, _trait_cache(args), ctx)
+    with open_store(store_url(args)) as store:
+        report = ingest_mote_results(Path(args.results), manifest, store)
     print(format_ingest_report(report))
 
 
@@ -171,14 +164,14 @@ def cmd_write(args: argparse.Namespace) -> None:
         allow_retired=args.allow_retired,
     )
     spec = ctx.model_for("mote")
-    cache: TraitCache = InMemoryTraitCache() if args.no_cache else _trait_cache(args)
-    plan = plan_mote_batch(items, spec, cache)
+    with open_store(store_url(args)) as store:
+        plan = plan_mote_batch(items, spec, store)
     out = Path(args.out)
     manifest_file = write_batch(plan, out)
     input_tokens, output_tokens, usd = batch_file_cost(plan.lines, spec.name)
     print(
         f"wrote {len(plan.lines):,} MOTE requests for {scope} to {out}"
-        f" ({plan.cached:,} items already cached, {plan.without_text:,} without text) and {manifest_file}"
+        f" ({plan.cached:,} items already stored, {plan.without_text:,} without text) and {manifest_file}"
     )
     print(
         f"model {spec.name} (schema as {plan.manifest.transport}), prompt {plan.manifest.prompt}"

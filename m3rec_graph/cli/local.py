@@ -6,7 +6,7 @@ import sys
 import time
 
 from m3rec_graph.cli.demo import run_demo
-from m3rec_graph.cli.options import add_routing_options, build_context, build_run_graph
+from m3rec_graph.cli.options import add_routing_options, build_context, built_graph
 from m3rec_graph.cli.parsing import SubParsers, add_command
 from m3rec_graph.local.model import ensure_model
 from m3rec_graph.local.server import ServerSettings, start_server
@@ -28,7 +28,9 @@ def add_local_parsers(sub: SubParsers) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Recommend for a few real Amazon Beauty users shipped with the package."""
-    run_demo(build_run_graph(args), build_context(args), users=args.users)
+    ctx = build_context(args)
+    with built_graph(args) as graph:
+        run_demo(graph, ctx, users=args.users)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

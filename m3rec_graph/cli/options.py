@@ -5,18 +5,21 @@ write` takes the model and effort flags only (`add_model_options`, `add_effort_o
 """
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from m3rec_graph.cli.prompts import hub_prompt_overrides
+from m3rec_graph.cli.store_options import add_profile_ttl_option, add_store_options, store_url
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.graph import build_graph
 from m3rec_graph.llm.routing import PRESETS, context_for, parse_efforts, parse_overrides
 from m3rec_graph.state import M3RecGraph
-from m3rec_graph.storage.traits import InMemoryTraitCache, SqliteTraitCache
+from m3rec_graph.storage.store import open_store
 
 
 def add_routing_options(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of a run: routing, models, efforts, MAR mode, hub prompts, seed, trait cache."""
+    """Add the flags of a run: routing, models, efforts, MAR mode, hub prompts, seed, store."""
     parser.add_argument(
         "--routing",
         choices=sorted(PRESETS),
@@ -32,10 +35,8 @@ def add_routing_options(parser: argparse.ArgumentParser) -> None:
         help="use a LangSmith hub prompt for one stage in this run, e.g. mar=m3rec-mar:staging",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the candidate display order")
-    parser.add_argument(
-        "--cache", help="trait cache SQLite file (default: ~/.cache/m3rec/traits.sqlite)"
-    )
-    parser.add_argument("--no-cache", action="store_true", help="keep traits in memory only")
+    add_store_options(parser)
+    add_profile_ttl_option(parser)
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, example: str) -> None:
@@ -84,7 +85,8 @@ def build_context(args: argparse.Namespace) -> M3RecContext:
     )
 
 
-def build_run_graph(args: argparse.Namespace) -> M3RecGraph:
-    """Return the graph on the trait cache the flags name (`--cache FILE`, or `--no-cache`)."""
-    cache = InMemoryTraitCache() if args.no_cache else SqliteTraitCache(args.cache)
-    return build_graph(trait_cache=cache)
+@contextmanager
+def built_graph(args: argparse.Namespace) -> Iterator[M3RecGraph]:
+    """Build the graph on the store the flags name; the store stays open while the graph runs."""
+    with open_store(store_url(args)) as store:
+        yield build_graph(store=store, profile_ttl_days=args.profile_ttl_days)

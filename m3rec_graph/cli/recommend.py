@@ -5,13 +5,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from m3rec_graph.cli.options import add_routing_options, build_context, build_run_graph
+from langgraph.store.memory import InMemoryStore
+
+from m3rec_graph.cli.options import add_routing_options, build_context, built_graph
 from m3rec_graph.cli.parsing import SubParsers, add_command
 from m3rec_graph.contracts.request import parse_request
 from m3rec_graph.errors import InvalidRequestError
 from m3rec_graph.graph import build_graph
 from m3rec_graph.integrations.runner import recommend_many
-from m3rec_graph.storage.traits import InMemoryTraitCache
 
 
 def to_json(value: Any) -> Any:
@@ -60,10 +61,11 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         data["k"] = args.k
     request = parse_request(data)  # validate before any server starts
     ctx = build_context(args)
-    (out,) = recommend_many(build_run_graph(args), [request.model_dump(exclude_none=True)], ctx)
+    with built_graph(args) as graph:
+        (out,) = recommend_many(graph, [request.model_dump(exclude_none=True)], ctx)
     print(json.dumps(to_json(out), indent=2, ensure_ascii=False))
 
 
 def cmd_graph(args: argparse.Namespace) -> None:
     """Print the compiled graph as a mermaid diagram."""
-    print(build_graph(trait_cache=InMemoryTraitCache()).get_graph(xray=args.xray).draw_mermaid())
+    print(build_graph(store=InMemoryStore()).get_graph(xray=args.xray).draw_mermaid())

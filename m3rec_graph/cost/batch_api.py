@@ -2,7 +2,7 @@
 
 MOTE's calls depend only on the item (not on the user), so a catalogue can be
 encoded ahead of time through the Batch API, at half the synchronous price, and
-the graph then finds every item in the trait cache.
+the graph then finds every item in the store.
 
 Files:
 
@@ -14,13 +14,14 @@ Files:
   as `response_format` json_schema, or as a forced function call for models
   without Structured Outputs (gpt-3.5-turbo), which OpenAI would otherwise reject.
 * `FILE.manifest.json` (keep it): the MOTE model, prompt name and version, and
-  custom_id -> item_id, because a results file carries only the custom_id.
+  custom_id -> item_id and item text hash, because a results file carries only
+  the custom_id.
 * the results file OpenAI returns: one line per request, `{"custom_id": ...,
   "response": {"status_code": 200, "body": <chat.completion>}, "error": null}`.
 
 `ingest_mote_results` validates every answer with MOTE's own answer schema and
-domain check and stores the valid ones through `MoteStage.accept`, i.e. under
-the same cache key and in the same form as a live MOTE call. Invalid or failed
+domain check and stores the valid ones in the store, under the same namespace
+and key and in the same form as a live MOTE call. Invalid or failed
 answers are reported and skipped (the graph encodes those items itself later).
 """
 
@@ -30,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langgraph.store.base import BaseStore
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from m3rec_graph._internal.atomic import atomic_write_text
-from m3rec_graph.context import M3RecContext, ModelSpec
+from m3rec_graph.context import ModelSpec
 from m3rec_graph.contracts.schemas import Item, TraitsAnswer
 from m3rec_graph.errors import ConfigurationError, M3RecError
 from m3rec_graph.llm.factory import describe_validation_error
@@ -47,7 +49,9 @@ from m3rec_graph.llm.request_body import (
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.state import MoteState
-from m3rec_graph.storage.traits import TraitCache, trait_cache_key
+from m3rec_graph.storage.memory import read_traits_sync, write_trait_entry_sync
+from m3rec_graph.storage.traits import trait_cache_key
+from m3rec_graph.text.item_text import text_hash
 
 BATCH_URL = "/v1/chat/completions"
 MAX_REQUESTS_PER_BATCH = 50_000
@@ -70,7 +74,9 @@ class BatchManifest(BaseModel):
     prompt_version: str
     transport: SchemaTransport
     items: dict[str, str]
-    """custom_id (the trait cache key) -> item_id."""
+    """custom_id (a hash of item id, text, model and prompt version) -> item_id."""
+    text_hashes: dict[str, str]
+    """custom_id -> the item text's hash when the request was written (the store key's second half)."""
 
     def write(self, path: Path) -> None:
         """Write the manifest as JSON."""
@@ -108,14 +114,10 @@ class BatchPlan:
     """Items with no text (the graph gives them neutral traits without a call)."""
 
 
-def _mote_state(item: Item, key: str) -> MoteState:
-    return MoteState(item=item, cache_key=key)
-
-
 def plan_mote_batch(
-    items: Iterable[Item], spec: ModelSpec, cache: TraitCache, *, prompt_override: str | None = None
+    items: Iterable[Item], spec: ModelSpec, store: BaseStore, *, prompt_override: str | None = None
 ) -> BatchPlan:
-    """Build one Batch API request per distinct item with text that `cache` does not hold.
+    """Build one Batch API request per distinct item with text whose traits `store` does not hold.
 
     Raises:
         ConfigurationError: `spec` is not an OpenAI model (the Batch API is OpenAI's),
@@ -126,22 +128,24 @@ def plan_mote_batch(
             f"the Batch API is OpenAI's: route MOTE to an OpenAI model, not {spec.name} at {spec.base_url}"
         )
     prompt = load_prompt("mote", prompt_override)
-    stage = MoteStage(cache)
+    stage = MoteStage()
     distinct = {item.item_id: item for item in items}
     with_text = {i: item for i, item in distinct.items() if item.has_text()}
     keys = {i: trait_cache_key(item, spec.name, prompt.version) for i, item in with_text.items()}
-    cached = cache.get_many(keys.values())
+    cached = read_traits_sync(store, list(with_text.values()), model=spec.name, prompt_version=prompt.version)
     lines: list[dict[str, Any]] = []
     manifest_items: dict[str, str] = {}
+    hashes: dict[str, str] = {}
     for item_id, item in with_text.items():
         key = keys[item_id]
-        if key in cached or key in manifest_items:
+        if item_id in cached or key in manifest_items:
             continue
-        state = _mote_state(item, key)
+        state = MoteState(item=item)
         messages = prompt.format(**stage.variables(state))
         body = chat_request_body(spec, stage.answer_contract(state), messages)
         lines.append({"custom_id": key, "method": "POST", "url": BATCH_URL, "body": body})
         manifest_items[key] = item_id
+        hashes[key] = text_hash(item)
     if len(lines) > MAX_REQUESTS_PER_BATCH:
         raise ConfigurationError(
             f"{len(lines):,} requests exceed the Batch API's {MAX_REQUESTS_PER_BATCH:,} per file: use --users to split"
@@ -152,12 +156,13 @@ def plan_mote_batch(
         prompt_version=prompt.version,
         transport=schema_transport(structured_params(spec, TraitsAnswer)),
         items=manifest_items,
+        text_hashes=hashes,
     )
     return BatchPlan(
         lines=lines,
         manifest=manifest,
         items=len(distinct),
-        cached=sum(1 for k in keys.values() if k in cached),
+        cached=len(cached),
         without_text=len(distinct) - len(with_text),
     )
 
@@ -233,16 +238,13 @@ def _check_answer(stage: MoteStage, state: MoteState, body: Any) -> tuple[Traits
     return answer, None
 
 
-def ingest_mote_results(
-    results: Path, manifest: BatchManifest, cache: TraitCache, ctx: M3RecContext
-) -> IngestReport:
-    """Validate every result of a MOTE batch and store the valid traits in `cache`.
+def ingest_mote_results(results: Path, manifest: BatchManifest, store: BaseStore) -> IngestReport:
+    """Validate every result of a MOTE batch and store the valid traits in `store`.
 
     Args:
         results: The Batch API output file (JSONL).
         manifest: The manifest written with the requests.
-        cache: Where the traits go (the same cache the graph reads).
-        ctx: A context routing MOTE to the manifest's model (passed to `MoteStage.accept`).
+        store: Where the traits go (the store the graph reads).
 
     Raises:
         BatchFileError: `results` is missing or not UTF-8.
@@ -255,7 +257,7 @@ def ingest_mote_results(
         raise BatchFileError(f"results file not found: {results}") from None
     except UnicodeDecodeError:
         raise BatchFileError(f"results file is not UTF-8: {results}") from None
-    stage = MoteStage(cache)
+    stage = MoteStage()
     report = IngestReport()
     seen: set[str] = set()
     for line_no, line in enumerate(raw_lines, start=1):
@@ -292,12 +294,19 @@ def ingest_mote_results(
             report.failed.append((custom_id, f"HTTP {status}: {_reason(error or body)}"))
             continue
         item = Item(item_id=manifest.items[custom_id])
-        state = _mote_state(item, custom_id)
-        answer, problem = _check_answer(stage, state, body)
+        answer, problem = _check_answer(stage, MoteState(item=item), body)
         if answer is None:
             report.invalid.append((custom_id, problem or "invalid answer"))
             continue
-        stage.accept(state, answer, ctx)  # stores under the cache key, exactly like a live call
+        # The namespace and key a live MOTE call of this model and prompt version uses.
+        write_trait_entry_sync(
+            store,
+            item_id=item.item_id,
+            text_hash_=manifest.text_hashes[custom_id],
+            traits=answer.to_traits(),
+            model=manifest.model,
+            prompt_version=manifest.prompt_version,
+        )
         report.stored.append(custom_id)
     report.missing = [key for key in manifest.items if key not in seen]
     return report

@@ -26,7 +26,7 @@ What is exact and what is estimated:
   summary, trait phrases, matched dimensions and a rationale of the sizes in
   `OutputAssumptions`), serialised as compact JSON and counted. Replace the
   model with measured per-call averages from a real run with `output_overrides`.
-* **Trait cache.** MOTE runs once per distinct item (cache key: item id, text
+* **Trait store.** MOTE runs once per distinct item (store key: item id, text
   hash, model, prompt version) across all sampled users, starting from an empty
   cache unless a filled one is given; items without text get neutral traits
   and no call, as in the graph.
@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, convert_to_messages
+from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
 from pydantic import BaseModel
 
 from m3rec_graph.context import STAGES, ModelSpec, Stage
@@ -82,7 +84,7 @@ from m3rec_graph.stages.mope import MopeStage
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.stages.order import shown_order
 from m3rec_graph.state import MarCandidate, MarState, MopeState, MoteState
-from m3rec_graph.storage.traits import InMemoryTraitCache, TraitCache, trait_cache_key
+from m3rec_graph.storage.memory import read_traits_sync
 
 MarMode = Literal["listwise", "pointwise"]
 MAR_MODES: tuple[MarMode, ...] = ("listwise", "pointwise")
@@ -537,9 +539,9 @@ class _Tally:
 class _Estimator:
     """Walks the stage calls once and tallies tokens for every model a preset routes to."""
 
-    def __init__(self, settings: CostSettings, cache: TraitCache) -> None:
+    def __init__(self, settings: CostSettings, store: BaseStore) -> None:
         self.settings = settings
-        self.cache = cache
+        self.store = store
         self.a = settings.assumptions
         self.counters: dict[str, TokenCounter] = {}
         self._listwise_params: dict[tuple[str, int], str] = {}
@@ -606,7 +608,7 @@ class _Estimator:
     def mote(
         self, requests: Sequence[RecommendationRequest], specs: Iterable[ModelSpec]
     ) -> tuple[dict[str, _Tally], dict[str, _Tally], dict[str, CacheStats]]:
-        stage = MoteStage(InMemoryTraitCache())
+        stage = MoteStage()
         prompt = load_prompt("mote")
         occurrences: Counter[str] = Counter()
         items: dict[str, Item] = {}
@@ -621,16 +623,17 @@ class _Estimator:
         stats: dict[str, CacheStats] = {}
         for spec in specs:
             counter = self.counter(spec)
-            keys = {i: trait_cache_key(item, spec.name, prompt.version) for i, item in items.items()}
-            prefilled = set(self.cache.get_many(keys.values()))
+            prefilled = set(
+                read_traits_sync(self.store, list(items.values()), model=spec.name, prompt_version=prompt.version)
+            )
             schema_tokens = self._fixed_schema_tokens(spec, TraitsAnswer)
             output = self._output("mote", spec, answer_text, "mote-answer")
             cached, uncached = _Tally(), _Tally()
             for item_id, item in items.items():
-                state = MoteState(item=item, cache_key=keys[item_id])
+                state = MoteState(item=item)
                 prompt_tokens = counter.messages(prompt.format(**stage.variables(state)))
                 uncached.add(prompt_tokens, schema_tokens, output, calls=occurrences[item_id])
-                if keys[item_id] not in prefilled:
+                if item_id not in prefilled:
                     cached.add(prompt_tokens, schema_tokens, output)
             with_cache[spec.name], without_cache[spec.name] = cached, uncached
             stats[spec.name] = CacheStats(
@@ -719,7 +722,7 @@ def estimate_requests(
     requests: Sequence[RecommendationRequest],
     settings: CostSettings,
     *,
-    cache: TraitCache | None = None,
+    store: BaseStore | None = None,
     prices: PriceTable | None = None,
 ) -> list[PresetEstimate]:
     """Estimate every preset and MAR mode of `settings` for these validated requests.
@@ -727,12 +730,12 @@ def estimate_requests(
     Args:
         requests: The users' requests, as the graph would receive them.
         settings: Presets, MAR modes, chunk size, seed and output assumptions.
-        cache: A trait cache whose entries count as already encoded (default: empty).
+        store: A store whose traits count as already encoded (default: empty).
         prices: The price table (default: the shipped one).
     """
     settings.validate()
     table = prices or price_table()
-    estimator = _Estimator(settings, cache if cache is not None else InMemoryTraitCache())
+    estimator = _Estimator(settings, store if store is not None else InMemoryStore())
     contexts = {
         # A dry run sends nothing, so a retired lineup (the paper's) can still be priced.
         (preset, mode): context_for(
@@ -786,7 +789,7 @@ def estimate_requests(
 
 
 def estimate_costs(
-    settings: CostSettings, *, cache: TraitCache | None = None, prices: PriceTable | None = None
+    settings: CostSettings, *, store: BaseStore | None = None, prices: PriceTable | None = None
 ) -> CostReport:
     """Sample the users and candidates like the evaluation harness, then estimate every preset.
 
@@ -805,7 +808,7 @@ def estimate_costs(
     )
     requests = [parse_request(case.to_request()) for case in cases]
     table = prices or price_table()
-    estimates = estimate_requests(requests, settings, cache=cache, prices=table)
+    estimates = estimate_requests(requests, settings, store=store, prices=table)
     return CostReport(
         settings=settings,
         dataset_name=dataset.name,

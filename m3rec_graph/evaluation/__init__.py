@@ -9,7 +9,7 @@ scored with), `methods` (scoring one method on one slice), `progress`,
 `report` (summaries, `report.md`, `results.json`, plots) and `run` (the whole run).
 """
 
-from m3rec_graph.evaluation.methods import SASREC_FILE, TRAITS_FILE, MethodEnv, Serving
+from m3rec_graph.evaluation.methods import SASREC_FILE, STORE_FILE, MethodEnv, Serving
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.report import (
     COLD_PLOT,
@@ -63,7 +63,7 @@ __all__ = [
     "RESULTS_JSON",
     "SASREC_FILE",
     "SETTINGS_FILE",
-    "TRAITS_FILE",
+    "STORE_FILE",
     "EvalRun",
     "EvalSettings",
     "EvalSlice",

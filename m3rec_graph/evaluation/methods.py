@@ -8,7 +8,7 @@ target is used only afterwards, to find its rank.
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -33,9 +33,10 @@ from m3rec_graph.llm.factory import ChatModelFactory
 from m3rec_graph.llm.routing import context_for
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.state import M3RecGraph, RecInput
-from m3rec_graph.storage.traits import SqliteTraitCache
+from m3rec_graph.storage.store import open_store
 
-TRAITS_FILE = "traits.sqlite"
+STORE_FILE = "store.sqlite"
+"""The run directory's store (SQLite): item traits and exact-match shopper profiles."""
 SASREC_FILE = "sasrec.pt"
 
 Serving = Callable[[M3RecContext], AbstractContextManager[None]]
@@ -197,15 +198,16 @@ def prompt_versions(ctx: M3RecContext) -> dict[str, str]:
     }
 
 
-def m3rec_graph_for(env: MethodEnv) -> M3RecGraph:
-    """The graph every m3rec method of a run uses: one trait cache per run directory.
+def m3rec_graph_for(env: MethodEnv, stores: ExitStack) -> M3RecGraph:
+    """The graph every m3rec method of a run uses: one store per run directory, open until `stores` closes.
 
-    Cache keys include the MOTE model and prompt version, so methods with other
-    routings share the file without sharing traits.
+    Trait namespaces name the MOTE model and prompt version, and profile keys the
+    MOPE settings and ablation, so methods with other routings share the file
+    without sharing answers. Profile memory is exact-match only (the history
+    window must be identical), so results never depend on the order users run in.
     """
-    return build_graph(
-        chat_models=env.chat_models, trait_cache=SqliteTraitCache(env.out_dir / TRAITS_FILE)
-    )
+    store = stores.enter_context(open_store(f"sqlite:///{env.out_dir / STORE_FILE}"))
+    return build_graph(chat_models=env.chat_models, store=store)
 
 
 def m3rec_record(
@@ -240,6 +242,7 @@ def m3rec_record(
             for name, s in usage.stages.items()
         },
         degraded=len(out["degraded"]),
+        memory=dict(out["memory"]),
         routing=spec.routing,
         ablation=spec.ablation,
         prompts=prompts,

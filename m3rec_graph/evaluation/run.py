@@ -4,6 +4,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -189,7 +190,7 @@ def _score(
     wall: dict[str, float] = {}
     experiments: dict[str, dict[str, Any]] = {}
     graph: M3RecGraph | None = None
-    with results_path.open("a", encoding="utf-8") as handle:
+    with ExitStack() as stores, results_path.open("a", encoding="utf-8") as handle:
         for spec in methods:
             ranker = None
             for slice_ in slices:
@@ -204,7 +205,7 @@ def _score(
                     continue
                 started = time.perf_counter()
                 if spec.kind == "m3rec":
-                    graph = graph or m3rec_graph_for(env)
+                    graph = graph or m3rec_graph_for(env, stores)
                 else:
                     ranker = ranker or make_ranker(spec, env)
                 if langsmith:

@@ -26,7 +26,6 @@ help here: LangGraph 1.2 decides a run is about to end without counting pending
 `Send` tasks, so a deferred join would run next to the re-ask).
 """
 
-import asyncio
 from abc import ABC, abstractmethod
 from functools import partial
 from typing import Any
@@ -47,6 +46,7 @@ from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
 from langgraph.types import Command, Send
 from pydantic import BaseModel
 
@@ -89,8 +89,6 @@ class StageDefinition(ABC):
     """What differs between stages: prompt, answer schema, domain check, result and fallback."""
 
     stage: Stage
-    accept_blocks: bool = False
-    """`accept()` does blocking I/O (a SQLite trait cache): run it in a worker thread."""
 
     @abstractmethod
     def prompt_name(self, state: Any) -> PromptName:
@@ -115,6 +113,16 @@ class StageDefinition(ABC):
     @abstractmethod
     def fallback(self, state: Any, reason: str) -> dict[str, Any]:
         """Return the deterministic update (with a `degraded` entry) when no valid answer came."""
+
+    async def remember(
+        self, state: Any, update: dict[str, Any], ctx: M3RecContext, store: BaseStore | None
+    ) -> None:
+        """Store a valid answer's result for later runs (default: nothing to store).
+
+        `store` is the run's `runtime.store` (None when the graph has none). Only
+        valid answers get here; fallbacks are never stored.
+        """
+        return None
 
 
 def stage_prompt(definition: StageDefinition, state: Any, ctx: M3RecContext) -> StagePrompt:
@@ -171,11 +179,8 @@ async def ask(
     if answer.cut_off and usage["estimated"]:  # no provider count: the answer used the whole budget
         usage["output_tokens"] = spec.max_tokens
     if error is None and answer.parsed is not None:
-        if definition.accept_blocks:
-            # accept() writes the trait cache (SQLite): run it off the event loop.
-            update = await asyncio.to_thread(definition.accept, state, answer.parsed, ctx)
-        else:
-            update = definition.accept(state, answer.parsed, ctx)
+        update = definition.accept(state, answer.parsed, ctx)
+        await definition.remember(state, update, ctx, runtime.store)
         return Command(update={**update, "usage_log": [usage]}, goto=then)
     retry = {**state, "feedback": [*feedback, error or "no answer"]}
     target = definition.stage if len(feedback) < ctx.max_schema_retries else fallback_node(definition.stage)

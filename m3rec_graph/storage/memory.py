@@ -44,22 +44,63 @@ async def read_traits(
     store: BaseStore, items: Sequence[Item], *, model: str, prompt_version: str
 ) -> dict[str, ItemTraits]:
     """Return the stored traits of those `items` that have them, by item id (one `abatch`)."""
-    namespace = trait_namespace(model, prompt_version)
-    results = await run_ops(store, [GetOp(namespace, trait_key(item)) for item in items])
-    found: dict[str, ItemTraits] = {}
-    for item, result in zip(items, results, strict=True):
-        traits = _traits_value(result)
-        if traits is not None:
-            found[item.item_id] = traits
-    return found
+    ops = _trait_reads(items, model, prompt_version)
+    return _found_traits(items, await run_ops(store, ops))
+
+
+def read_traits_sync(
+    store: BaseStore, items: Sequence[Item], *, model: str, prompt_version: str
+) -> dict[str, ItemTraits]:
+    """`read_traits` for synchronous callers (the cost dry run, the Batch API file)."""
+    return _found_traits(items, store.batch(_trait_reads(items, model, prompt_version)))
 
 
 async def write_traits(
     store: BaseStore, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
 ) -> None:
     """Store one validated MOTE answer (no TTL: traits stay valid while the text is unchanged)."""
+    await run_ops(store, [_trait_write(item, traits, model, prompt_version)])
+
+
+def write_traits_sync(
+    store: BaseStore, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
+) -> None:
+    """`write_traits` for synchronous callers (Batch API ingestion)."""
+    store.batch([_trait_write(item, traits, model, prompt_version)])
+
+
+def write_trait_entry_sync(
+    store: BaseStore,
+    *,
+    item_id: str,
+    text_hash_: str,
+    traits: ItemTraits,
+    model: str,
+    prompt_version: str,
+) -> None:
+    """Store traits for an item known only by id and text hash (Batch API results carry no text)."""
+    value = {"format": FORMAT, "item_id": item_id, "traits": traits.model_dump(mode="json")}
+    key = f"{item_id}:{text_hash_}"
+    store.batch([PutOp(trait_namespace(model, prompt_version), key, value, index=False)])
+
+
+def _trait_reads(items: Sequence[Item], model: str, prompt_version: str) -> list[GetOp]:
+    namespace = trait_namespace(model, prompt_version)
+    return [GetOp(namespace, trait_key(item)) for item in items]
+
+
+def _trait_write(item: Item, traits: ItemTraits, model: str, prompt_version: str) -> PutOp:
     value = {"format": FORMAT, "item_id": item.item_id, "traits": traits.model_dump(mode="json")}
-    await run_ops(store, [PutOp(trait_namespace(model, prompt_version), trait_key(item), value)])
+    return PutOp(trait_namespace(model, prompt_version), trait_key(item), value, index=False)
+
+
+def _found_traits(items: Sequence[Item], results: Sequence[Any]) -> dict[str, ItemTraits]:
+    found: dict[str, ItemTraits] = {}
+    for item, result in zip(items, results, strict=True):
+        traits = _traits_value(result)
+        if traits is not None:
+            found[item.item_id] = traits
+    return found
 
 
 def _traits_value(result: Any) -> ItemTraits | None:
@@ -156,7 +197,7 @@ async def stored_profile_summary(store: BaseStore, user_id: str) -> str | None:
     return str(latest.value["profile"]["summary"])
 
 
-async def forget(store: BaseStore, user_id: str) -> int:
+async def aforget(store: BaseStore, user_id: str) -> int:
     """Delete every stored profile of `user_id`; return how many were deleted.
 
     Traits are not per user and stay. What this does not reach (a host's
@@ -175,3 +216,13 @@ async def forget(store: BaseStore, user_id: str) -> int:
 async def _search(store: BaseStore, namespace: tuple[str, ...]) -> list[StoreItem]:
     (found,) = await run_ops(store, [SearchOp(namespace, limit=100)])
     return [item for item in found if isinstance(item, StoreItem)] if isinstance(found, list) else []
+
+
+def forget(store: BaseStore, user_id: str) -> int:
+    """`aforget` for synchronous callers (the `m3rec forget` command)."""
+    namespace = profile_namespace(user_id)
+    deleted = 0
+    while found := store.search(namespace, limit=100):
+        store.batch([PutOp(namespace, item.key, None) for item in found])
+        deleted += len(found)
+    return deleted

@@ -11,7 +11,10 @@ given: this URL's, a host's, or the LangGraph platform's (`runtime.store`).
 """
 
 import asyncio
+import atexit
 import fcntl
+import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -131,7 +134,7 @@ def _open_postgres(url: str, ttl: TTLConfig | None) -> Iterator[BaseStore]:
         name="m3rec-store",
     )
     try:
-        pool.open(wait=True, timeout=30.0)
+        pool.open(wait=True, timeout=10.0)
     except psycopg.Error as exc:
         pool.close()
         raise ConfigurationError(f"cannot reach the PostgreSQL store: {exc}") from exc
@@ -172,3 +175,39 @@ def label(text: str) -> str:
     if not text:
         raise ConfigurationError("a store namespace label cannot be empty")
     return text.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
+
+
+_default: tuple[ExitStack, BaseStore] | None = None
+_default_lock = threading.Lock()
+
+
+def default_store() -> BaseStore:
+    """Return the process's default store, opened on first use: `$M3REC_STORE_URL`, else SQLite in the cache directory.
+
+    A graph compiled without a store and run outside the LangGraph platform (which
+    supplies `runtime.store`) keeps its traits and profiles here, as the CLI does.
+    The first call opens a file or a connection pool and blocks: async callers run
+    it in a worker thread. The store stays open until the process exits.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            stack = ExitStack()
+            store = stack.enter_context(open_store(os.environ.get(STORE_URL_ENV) or default_store_url()))
+            atexit.register(stack.close)
+            _default = (stack, store)
+        return _default[1]
+
+
+def default_store_opened() -> bool:
+    """Return whether `default_store()` has opened its store (later calls do not block)."""
+    return _default is not None
+
+
+async def resolve_store(store: BaseStore | None) -> BaseStore:
+    """Return the run's store, else the process's default store (opened off the event loop)."""
+    if store is not None:
+        return store
+    if default_store_opened():
+        return default_store()
+    return await asyncio.to_thread(default_store)

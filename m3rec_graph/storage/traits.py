@@ -1,22 +1,34 @@
-"""The trait cache: MOTE results stored once per item text, model and prompt version.
+"""Where the graph keeps MOTE traits: a LangGraph `BaseStore`, or a deprecated trait cache.
 
 Traits belong to the item, not the user, so each item is encoded once across
 users and runs. The key covers everything that determines the answer (item id,
 a hash of the item's text, the model and the prompt version), so a change of
 any of them misses instead of returning stale traits. Only valid LLM answers
 are stored; fallbacks are not, so a transient failure is retried next run.
+
+`TraitMemory` is what the graph calls: `StoreTraitMemory` over a `BaseStore`
+(the one storage setting: `build_graph(store=...)`, `runtime.store`, `--store`),
+or `LegacyTraitMemory` over a `TraitCache` passed as `build_graph(trait_cache=...)`,
+which is deprecated. `InMemoryTraitCache` and `SqliteTraitCache` stay for one
+release so that code keeps working; langgraph's `InMemoryStore` and `SqliteStore`
+replace them (a hand-written SQLite table earns no place next to the store
+every LangGraph host already runs).
 """
 
+import asyncio
 import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from langgraph.store.base import BaseStore
+
 from m3rec_graph._internal.paths import cache_dir
 from m3rec_graph.contracts.schemas import Item, ItemTraits
+from m3rec_graph.storage.memory import read_traits, write_traits
 from m3rec_graph.text.item_text import text_hash
 
 
@@ -142,3 +154,59 @@ class SqliteTraitCache:
     def __len__(self) -> int:
         (count,) = self._conn().execute("SELECT COUNT(*) FROM traits").fetchone()
         return int(count)
+
+
+class TraitMemory(Protocol):
+    """What the graph reads traits from and writes valid MOTE answers to."""
+
+    async def read(
+        self, items: Sequence[Item], *, model: str, prompt_version: str
+    ) -> dict[str, ItemTraits]:
+        """Return the stored traits of those `items` that have them, by item id."""
+
+    async def write(self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str) -> None:
+        """Store one validated MOTE answer."""
+
+
+class StoreTraitMemory:
+    """Traits in a LangGraph `BaseStore` (see `m3rec_graph.storage.memory`)."""
+
+    def __init__(self, store: BaseStore) -> None:
+        self.store = store
+
+    async def read(
+        self, items: Sequence[Item], *, model: str, prompt_version: str
+    ) -> dict[str, ItemTraits]:
+        """Return the stored traits of those `items` that have them (one `abatch`)."""
+        return await read_traits(self.store, items, model=model, prompt_version=prompt_version)
+
+    async def write(self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str) -> None:
+        """Store one validated MOTE answer."""
+        await write_traits(self.store, item, traits, model=model, prompt_version=prompt_version)
+
+
+class LegacyTraitMemory:
+    """Traits in a deprecated `TraitCache` (blocking caches are called in a worker thread)."""
+
+    def __init__(self, cache: TraitCache) -> None:
+        self.cache = cache
+        self._blocks = cache_blocks(cache)
+
+    async def read(
+        self, items: Sequence[Item], *, model: str, prompt_version: str
+    ) -> dict[str, ItemTraits]:
+        """Return the cached traits of those `items` that have them, by item id."""
+        keys = {trait_cache_key(item, model, prompt_version): item.item_id for item in items}
+        if self._blocks:
+            found = await asyncio.to_thread(self.cache.get_many, list(keys))
+        else:
+            found = self.cache.get_many(list(keys))
+        return {keys[key]: traits for key, traits in found.items()}
+
+    async def write(self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str) -> None:
+        """Store one validated MOTE answer under its cache key."""
+        key = trait_cache_key(item, model, prompt_version)
+        if self._blocks:
+            await asyncio.to_thread(self.cache.put, key, item.item_id, traits)
+        else:
+            self.cache.put(key, item.item_id, traits)

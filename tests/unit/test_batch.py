@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langgraph.store.memory import InMemoryStore
 
-from m3rec_graph import InMemoryTraitCache, SqliteTraitCache, context_for
+from m3rec_graph import open_store
 from m3rec_graph.cli.app import main
 from m3rec_graph.contracts.schemas import Dimension, Item, TraitsAnswer
 from m3rec_graph.cost.batch_api import (
@@ -24,6 +25,7 @@ from m3rec_graph.llm.routing import local_model, openai_model
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.state import MoteState
+from m3rec_graph.storage.memory import read_traits_sync, write_traits_sync
 from m3rec_graph.storage.traits import trait_cache_key
 
 BEAUTY = Path(__file__).parents[1] / "fixtures" / "beauty_small"
@@ -61,9 +63,10 @@ def result_line(custom_id: str, body: dict[str, Any] | None, status: int = 200, 
 def test_requests_file_has_one_graph_identical_request_per_uncached_item(tmp_path: Path) -> None:
     spec = openai_model("gpt-4o", "mote")
     version = load_prompt("mote").version
-    cache = InMemoryTraitCache()
-    cache.put(trait_cache_key(ITEMS[1], "gpt-4o", version), "a2", TraitsAnswer.model_validate(GOOD).to_traits())
-    plan = plan_mote_batch(ITEMS, spec, cache)
+    store = InMemoryStore()
+    traits = TraitsAnswer.model_validate(GOOD).to_traits()
+    write_traits_sync(store, ITEMS[1], traits, model="gpt-4o", prompt_version=version)
+    plan = plan_mote_batch(ITEMS, spec, store)
     assert (plan.items, plan.cached, plan.without_text) == (4, 1, 1)
     out = tmp_path / "mote.jsonl"
     written_manifest = write_batch(plan, out)
@@ -79,8 +82,8 @@ def test_requests_file_has_one_graph_identical_request_per_uncached_item(tmp_pat
     assert body["model"] == "gpt-4o" and body["temperature"] == 0 and body["max_completion_tokens"] == 300
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     # the prompt is the stage's own rendering
-    stage = MoteStage(InMemoryTraitCache())
-    expected = load_prompt("mote").format(**stage.variables(MoteState(item=ITEMS[0], cache_key="")))
+    stage = MoteStage()
+    expected = load_prompt("mote").format(**stage.variables(MoteState(item=ITEMS[0])))
     assert [m["content"] for m in body["messages"]] == [m.text for m in expected]
     assert "[a1] Red nail polish | brand: OPI" in body["messages"][1]["content"]
     response_format = body["response_format"]
@@ -96,7 +99,7 @@ def test_requests_file_has_one_graph_identical_request_per_uncached_item(tmp_pat
 
 
 def test_gpt35_requests_use_a_forced_function_call() -> None:
-    plan = plan_mote_batch(ITEMS[:1], openai_model("gpt-3.5-turbo", "mote"), InMemoryTraitCache())
+    plan = plan_mote_batch(ITEMS[:1], openai_model("gpt-3.5-turbo", "mote"), InMemoryStore())
     body = plan.lines[0]["body"]
     assert "response_format" not in body  # OpenAI rejects json_schema for gpt-3.5-turbo
     assert body["tools"][0]["function"]["name"] == "ItemTraits"
@@ -106,12 +109,12 @@ def test_gpt35_requests_use_a_forced_function_call() -> None:
 
 def test_the_local_model_cannot_be_batched() -> None:
     with pytest.raises(ConfigurationError, match="Batch API is OpenAI's"):
-        plan_mote_batch(ITEMS, local_model("mote"), InMemoryTraitCache())
+        plan_mote_batch(ITEMS, local_model("mote"), InMemoryStore())
 
 
 def test_ingest_stores_valid_results_and_reports_the_rest(tmp_path: Path) -> None:
     items = [Item(item_id=f"i{n}", title=f"Product {n}") for n in range(8)]
-    plan = plan_mote_batch(items, openai_model("gpt-4o", "mote"), InMemoryTraitCache())
+    plan = plan_mote_batch(items, openai_model("gpt-4o", "mote"), InMemoryStore())
     out = tmp_path / "mote.jsonl"
     write_batch(plan, out)
     keys = [line["custom_id"] for line in plan.lines]
@@ -136,8 +139,10 @@ def test_ingest_stores_valid_results_and_reports_the_rest(tmp_path: Path) -> Non
         ),
         encoding="utf-8",
     )
-    cache = SqliteTraitCache(tmp_path / "traits.sqlite")
-    report = ingest_mote_results(results, BatchManifest.read(manifest_path(out)), cache, context_for("gpt-4o"))
+    with open_store(f"sqlite:///{tmp_path / 'store.sqlite'}") as store:
+        report = ingest_mote_results(results, BatchManifest.read(manifest_path(out)), store)
+        # stored exactly like a live MOTE call: the graph finds them under the same namespace and keys
+        stored = read_traits_sync(store, items, model="gpt-4o", prompt_version=plan.manifest.prompt_version)
     assert report.stored == [keys[0], keys[6]]
     invalid = dict(report.invalid)
     assert "strengths.quality" in invalid[keys[1]] and "less than or equal to 10" in invalid[keys[1]]
@@ -149,25 +154,25 @@ def test_ingest_stores_valid_results_and_reports_the_rest(tmp_path: Path) -> Non
     assert failed[keys[4]] == "HTTP 429: Rate limit" and failed[keys[5]] == "batch_expired: not run in time"
     assert report.unknown == ["f" * 64]
     assert report.missing == [keys[7]]
-    # stored exactly like a live MOTE call: the graph finds them under the same keys
-    stored = cache.get_many(keys)
-    assert set(stored) == {keys[0], keys[6]}
-    assert stored[keys[0]] == TraitsAnswer.model_validate(GOOD).to_traits()
+    assert set(stored) == {"i0", "i6"}
+    assert stored["i0"] == TraitsAnswer.model_validate(GOOD).to_traits()
 
 
 def test_missing_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(BatchFileError, match="manifest not found"):
         BatchManifest.read(tmp_path / "nope.manifest.json")
-    manifest = BatchManifest(model="gpt-4o", prompt="m3rec-mote", prompt_version="x", transport="json_schema", items={})
+    manifest = BatchManifest(
+        model="gpt-4o", prompt="m3rec-mote", prompt_version="x", transport="json_schema", items={}, text_hashes={}
+    )
     with pytest.raises(BatchFileError, match="results file not found"):
-        ingest_mote_results(tmp_path / "none.jsonl", manifest, InMemoryTraitCache(), context_for("gpt-4o"))
+        ingest_mote_results(tmp_path / "none.jsonl", manifest, InMemoryStore())
 
 
 def test_cli_writes_the_batch_then_ingests_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out, cache = tmp_path / "batch.jsonl", tmp_path / "traits.sqlite"
+    out, store = tmp_path / "batch.jsonl", f"sqlite:///{tmp_path / 'store.sqlite'}"
     main([
         "encode-items", "write", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19",
-        "--out", str(out), "--cache", str(cache), "--model", "mote=gpt-4o-mini",
+        "--out", str(out), "--store", store, "--model", "mote=gpt-4o-mini",
     ])
     printed = capsys.readouterr().out
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -177,14 +182,14 @@ def test_cli_writes_the_batch_then_ingests_results(tmp_path: Path, capsys: pytes
     assert "at the batch price" in printed and f"m3rec encode-items ingest RESULTS.jsonl --requests {out}" in printed
     results = tmp_path / "results.jsonl"
     results.write_text("\n".join(result_line(line["custom_id"], completion(json.dumps(GOOD))) for line in lines))
-    main(["encode-items", "ingest", str(results), "--requests", str(out), "--cache", str(cache)])
+    main(["encode-items", "ingest", str(results), "--requests", str(out), "--store", store])
     assert f"stored {len(lines)} item traits; skipped 0 invalid" in capsys.readouterr().out
     # everything is cached now: a second batch for the same users is empty
     main([
         "encode-items", "write", "--dataset", str(BEAUTY), "--users", "3", "--negatives", "19",
-        "--out", str(tmp_path / "again.jsonl"), "--cache", str(cache), "--model", "mote=gpt-4o-mini",
+        "--out", str(tmp_path / "again.jsonl"), "--store", store, "--model", "mote=gpt-4o-mini",
     ])
-    assert f"wrote 0 MOTE requests for the candidates of 3 users (19 negatives, seed 0) to {tmp_path / 'again.jsonl'} ({len(lines)} items already cached" in capsys.readouterr().out
+    assert f"wrote 0 MOTE requests for the candidates of 3 users (19 negatives, seed 0) to {tmp_path / 'again.jsonl'} ({len(lines)} items already stored" in capsys.readouterr().out
 
 
 WRITE_NOTE = (
@@ -217,11 +222,11 @@ def test_cli_old_spellings_write_and_ingest_the_same_with_a_deprecation_note(
         ["--ingest", str(results), "--requests", str(tmp_path / "old.jsonl")],
         ["--requests", str(tmp_path / "old.jsonl"), f"--ingest={results}"],
     ]):
-        main(["encode-items", *argv, "--cache", str(tmp_path / f"traits{n}.sqlite")])
+        main(["encode-items", *argv, "--store", f"sqlite:///{tmp_path / f'store{n}.sqlite'}"])
         done = capsys.readouterr()
         assert done.err == INGEST_NOTE and stored in done.out
     main(["encode-items", "ingest", str(results), "--requests", str(tmp_path / "new.jsonl"),
-          "--cache", str(tmp_path / "traits2.sqlite")])  # fmt: skip
+          "--store", f"sqlite:///{tmp_path / 'store2.sqlite'}"])  # fmt: skip
     done = capsys.readouterr()
     assert done.err == "" and stored in done.out
 
@@ -256,8 +261,8 @@ def test_cli_bad_encode_items_input_exits_2(
         (["ingest", "r.jsonl"], "the following arguments are required: --requests"),
         (["ingest", "--requests", "q.jsonl"], "the following arguments are required: RESULTS.jsonl"),
         (
-            ["ingest", "r.jsonl", "--requests", "q.jsonl", "--dataset", "d", "--no-cache"],
-            "unrecognized arguments: --dataset d --no-cache (--dataset, --no-cache are flags of `m3rec encode-items write`)",
+            ["ingest", "r.jsonl", "--requests", "q.jsonl", "--dataset", "d", "--users", "3"],
+            "unrecognized arguments: --dataset d --users 3 (--dataset, --users are flags of `m3rec encode-items write`)",
         ),
         (
             ["write", "--dataset", str(BEAUTY), "--out", "x.jsonl", "--requests", "q.jsonl"],

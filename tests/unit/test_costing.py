@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
+from langgraph.store.memory import InMemoryStore
 
-from m3rec_graph import InMemoryTraitCache, build_graph, context_for
+from m3rec_graph import build_graph, context_for
 from m3rec_graph.context import ModelSpec
 from m3rec_graph.contracts.request import RecommendationRequest, parse_request
 from m3rec_graph.contracts.schemas import (
@@ -44,7 +45,7 @@ from m3rec_graph.llm.routing import openai_model
 from m3rec_graph.llm.tokens import count_messages, count_text
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.state import RecInput
-from m3rec_graph.storage.traits import trait_cache_key
+from m3rec_graph.storage.memory import write_traits_sync
 from tests.fakes import (
     Responder,
     ScriptedChatModel,
@@ -124,7 +125,7 @@ def test_typical_answers_validate_against_the_answer_schemas() -> None:
 @pytest.mark.parametrize("model", ["gpt-4o", "gpt-3.5-turbo"])
 def test_listwise_schema_shortcut_equals_building_the_schema(model: str) -> None:
     spec = openai_model(model, "mar")
-    estimator = _Estimator(CostSettings(dataset=BEAUTY, users=1), InMemoryTraitCache())
+    estimator = _Estimator(CostSettings(dataset=BEAUTY, users=1), InMemoryStore())
     for ids in (["B004756YJA", "7806397051"], ['we"ird\\id', "ünï", "x", "B1", "B10", "B100"]):
         fast = estimator._listwise_schema_text(spec, ids)
         assert fast == params_text(structured_params(spec, listwise_contract(ids)))
@@ -182,7 +183,7 @@ async def test_dry_run_counts_exactly_the_prompts_the_graph_sends(
     def factory(spec: ModelSpec) -> RecordingChatModel:
         return RecordingChatModel(model_name=spec.name, responder=responder, calls=[], seen=seen)
 
-    graph = build_graph(chat_models=factory, trait_cache=InMemoryTraitCache())
+    graph = build_graph(chat_models=factory, store=InMemoryStore())
     ctx = context_for("gpt-4o", mar_mode=mode, seed=3, mar_chunk_size=10)
     for request in requests:
         out = await graph.ainvoke(cast(RecInput, request.model_dump(exclude_none=True)), context=ctx)
@@ -282,16 +283,17 @@ def test_schema_tokens_can_be_left_out_and_outputs_overridden(requests: list[Rec
 
 
 def test_a_filled_trait_cache_counts_as_encoded(requests: list[RecommendationRequest]) -> None:
-    cache = InMemoryTraitCache()
+    store = InMemoryStore()
     version = load_prompt("mote").version
     first = requests[0].candidates[:5]
+    traits = TraitsAnswer.model_validate(typical_traits_answer(A)).to_traits()
     for item in first:
-        cache.put(trait_cache_key(item, "gpt-4o", version), item.item_id, TraitsAnswer.model_validate(typical_traits_answer(A)).to_traits())
+        write_traits_sync(store, item, traits, model="gpt-4o", prompt_version=version)
     settings_ = CostSettings(dataset=BEAUTY, users=4, presets=("gpt-4o", "hybrid"))
     cold_4o, cold_hybrid = estimate_requests(requests, settings_)
-    warm_4o, warm_hybrid = estimate_requests(requests, settings_, cache=cache)
+    warm_4o, warm_hybrid = estimate_requests(requests, settings_, store=store)
     assert warm_4o.cache.prefilled == 5 and warm_4o.cache.encoded == cold_4o.cache.encoded - 5
-    assert warm_hybrid.cache.prefilled == 0  # keys include the model: gpt-6-luna traits are not cached
+    assert warm_hybrid.cache.prefilled == 0  # namespaces name the model: gpt-6-luna traits are not stored
 
 
 def test_bad_settings_are_configuration_errors() -> None:

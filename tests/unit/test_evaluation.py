@@ -409,11 +409,18 @@ def test_resume_recomputes_only_the_missing_lines(run_copy: Path, first_run: Fir
     assert resumed.computed[("m3rec:hybrid", "cold-start-2")] == 3
     assert sum(resumed.computed.values()) == 3
     histories = {c["user_id"]: c["history"] for c in read_lines(run_copy / CANDIDATES_FILE)}
-    profiled = sorted(history_ids_in(p) for _, _, p in models.stage_calls("mope"))
-    assert profiled == sorted(histories[r["user_id"]][-2:] for r in removed)
+    # The first run stored these users' profiles for exactly these 2-item windows and
+    # the MOPE settings (exact-match memory): no MOPE call, and each line says so.
+    assert models.stage_calls("mope") == []
     assert len(models.stage_calls("mar")) == 3  # one listwise chunk of 10 per user
-    assert models.stage_calls("mote") == []  # traits came from the run's SQLite cache
-    redone = {r["user_id"]: r["ranking"] for r in read_lines(results_path)[-3:]}
+    assert models.stage_calls("mote") == []  # traits came from the run's store
+    redone_lines = read_lines(results_path)[-3:]
+    assert [line["memory"]["profile"] for line in redone_lines] == ["hit"] * 3
+    assert all(line["memory"]["traits_miss"] == 0 for line in redone_lines)
+    assert {line["user_id"]: len(histories[line["user_id"]][-2:]) for line in redone_lines} == {
+        r["user_id"]: 2 for r in removed
+    }
+    redone = {r["user_id"]: r["ranking"] for r in redone_lines}
     assert redone == {r["user_id"]: r["ranking"] for r in removed}
 
     # a complete run resumes to nothing at all
@@ -430,7 +437,9 @@ def test_a_line_cut_off_by_a_crash_is_recomputed(run_copy: Path) -> None:
     assert results_path.read_text(encoding="utf-8").endswith("\n")
     models = fake_models()
     assert run(run_copy, models, cold_start=2).computed[("m3rec:hybrid", "cold-start-2")] == 1
-    assert len(models.stage_calls("mope")) == 1
+    # Its profile was stored before the line was cut: recomputing makes no MOPE call.
+    assert models.stage_calls("mope") == []
+    assert read_lines(results_path)[-1]["memory"]["profile"] == "hit"
     assert len(read_lines(results_path)) == 30
 
 

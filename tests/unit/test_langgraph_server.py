@@ -532,3 +532,26 @@ async def test_no_ssl_context_is_built_on_the_event_loop(cold_tmpdir_server: Dev
     if not cold_tmpdir_server.probe_log.read_text():
         await remote_ainvoke(cold_tmpdir_server.url, beauty_requests()[0], context=HYBRID)
     assert cold_tmpdir_server.probe_log.read_text() == ""
+
+
+async def test_a_second_call_for_the_same_shopper_makes_no_mope_and_no_mote_call(
+    cold_tmpdir_server: DevServer, openai_fake: FaultServer
+) -> None:
+    # The served graph keeps traits and profiles in the platform's store (runtime.store):
+    # the same shopper and history again, on a new thread, is answered from memory.
+    server = cold_tmpdir_server
+    shopper = beauty_requests()[3]
+    before = stage_calls(openai_fake)
+    first = await remote_ainvoke(server.url, shopper, context=HYBRID)
+    first_calls = delta(stage_calls(openai_fake), before)
+    assert first_calls["mope"] == 1
+    assert first["memory"] == {"profile": "miss", "traits_hit": 10 - first_calls["mote"], "traits_miss": first_calls["mote"]}
+
+    before = stage_calls(openai_fake)
+    second = await remote_ainvoke(server.url, shopper, context=HYBRID)
+    second_calls = delta(stage_calls(openai_fake), before)
+    assert second_calls == {"mope": 0, "mote": 0, "mar": first_calls["mar"]}
+    assert second["memory"] == {"profile": "hit", "traits_hit": 10, "traits_miss": 0}
+    assert second["profile"] == first["profile"]
+    assert_answers(second, shopper, second_calls)
+    assert_clean(server)

@@ -15,6 +15,7 @@ from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits
 from m3rec_graph.storage.memory import (
     ProfileKey,
+    aforget,
     forget,
     read_profile,
     read_traits,
@@ -100,11 +101,14 @@ async def test_forget_deletes_one_shoppers_profiles_only(store: BaseStore) -> No
         await write_profile(store, key, _profile(ITEMS[:1]), ttl_minutes=None)
     await write_traits(store, ITEMS[0], _traits(ITEMS[0]), model="m", prompt_version="p")
 
-    assert await forget(store, "a.b") == 3
+    assert await aforget(store, "a.b") == 3
     assert all([await read_profile(store, key) is None for key in keys])
     assert await read_profile(store, other) is not None
     assert await read_traits(store, ITEMS[:1], model="m", prompt_version="p")  # traits stay
-    assert await forget(store, "a.b") == 0
+    assert await aforget(store, "a.b") == 0
+    await write_profile(store, other, _profile(ITEMS[:1]), ttl_minutes=None)
+    assert await asyncio.to_thread(forget, store, "a") == 1  # the sync twin (the CLI's)
+    assert await read_profile(store, other) is None
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -121,7 +125,7 @@ async def test_profile_ttl_expires(kind: str, tmp_path: Path, request: pytest.Fi
         kept = ProfileKey.of("v", ITEMS[:1], model="m", effort=None, prompt_version="p", ablation="none")
         await write_profile(store, kept, _profile(ITEMS[:1]), ttl_minutes=60)
         assert await read_profile(store, key) is not None
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.2)  # SQLite sweeps on a whole-second clock: up to 1 s late
         swept = await asyncio.to_thread(store.sweep_ttl)  # type: ignore[attr-defined]
         assert swept == 1
         assert await read_profile(store, key) is None

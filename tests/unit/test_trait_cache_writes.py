@@ -87,7 +87,7 @@ async def test_a_refused_write_keeps_the_llm_traits_and_warns_once(
     warnings = [r for r in caplog.records if r.name == MOTE_LOGGER and r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once for six failed writes
     assert str(error) in warnings[0].getMessage()
-    assert "without caching" in warnings[0].getMessage()
+    assert "without storing it" in warnings[0].getMessage()
 
 
 @pytest.mark.parametrize(
