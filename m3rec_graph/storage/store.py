@@ -15,6 +15,7 @@ import atexit
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -143,7 +144,10 @@ def _open_postgres(url: str, ttl: TTLConfig | None) -> Iterator[BaseStore]:
         # Concurrent `setup()`s on a fresh database collide on the migration tables
         # (UniqueViolation): a session advisory lock runs them one at a time.
         with pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_ID,))
+            # Polled, not a blocking pg_advisory_lock: the setup's CREATE INDEX CONCURRENTLY
+            # waits for every open statement, so a waiter blocked in one would deadlock it.
+            while not _try_setup_lock(conn):
+                time.sleep(0.05)
             try:
                 store.setup()
             finally:
@@ -211,3 +215,8 @@ async def resolve_store(store: BaseStore | None) -> BaseStore:
     if default_store_opened():
         return default_store()
     return await asyncio.to_thread(default_store)
+
+
+def _try_setup_lock(conn: Any) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SETUP_LOCK_ID,)).fetchone()
+    return bool(row and row["ok"])
