@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langgraph.store.memory import InMemoryStore
 
-from m3rec_graph import InMemoryTraitCache, SqliteTraitCache, build_graph, context_for
+from m3rec_graph import build_graph, context_for, open_store
 from m3rec_graph.cli.demo import load_cases
 from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.llm.factory import openai_chat_model
+from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits
 from m3rec_graph.stages.mar import build_mar_graph
+from m3rec_graph.storage.memory import trait_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +36,14 @@ def _request(case: dict[str, Any], n_candidates: int) -> dict[str, Any]:
 async def test_one_recommendation_end_to_end(local_url: str, tmp_path: Path) -> None:
     case = load_cases()[0]
     request = _request(case, 8)
-    cache = SqliteTraitCache(tmp_path / "traits.sqlite")
-    graph = build_graph(trait_cache=cache)
-    out: dict[str, Any] = await graph.ainvoke(request, context=context_for("local"))  # type: ignore[call-overload]
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    ctx = context_for("local")
+    with open_store(url) as store:
+        graph = build_graph(store=store)
+        out: dict[str, Any] = await graph.ainvoke(request, context=ctx)  # type: ignore[call-overload]
+        mote = ctx.model_for("mote").name
+        version = load_prompt("mote").version
+        stored = store.search(trait_namespace(mote, version), limit=100)
     ids = [r.item_id for r in out["ranking"]]
     assert sorted(ids) == sorted(c["item_id"] for c in request["candidates"])
     assert all(0.0 <= r.score <= 1.0 and r.rationale for r in out["ranking"])
@@ -43,14 +51,15 @@ async def test_one_recommendation_end_to_end(local_url: str, tmp_path: Path) -> 
     assert usage.stages["mope"].models == ["smollm2-135m-instruct"]
     assert usage.stages["mote"].calls >= 8  # one per uncached item (+ re-asks)
     assert usage.total.input_tokens > 0 and usage.total.estimated_calls == 0
-    assert len(cache) + sum(d["stage"] == "mote" for d in out["degraded"]) == 8
+    assert len(stored) + sum(d["stage"] == "mote" for d in out["degraded"]) == 8
 
-    # the CLI on the same candidates reuses the server and the trait cache: no MOTE calls
+    # the CLI on the same candidates reuses the server and the store: no MOTE call for a stored
+    # item, and no MOPE call when the profile was stored (a fallback profile is never stored)
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request))
     done = subprocess.run(
         [sys.executable, "-m", "m3rec_graph.cli", "recommend", "--request", str(path),
-         "--routing", "local", "--cache", str(cache.path), "--k", "3"],
+         "--routing", "local", "--store", url, "--k", "3"],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -59,6 +68,8 @@ async def test_one_recommendation_end_to_end(local_url: str, tmp_path: Path) -> 
     assert printed["usage"]["stages"]["mote"]["calls"] == len(
         [d for d in out["degraded"] if d["stage"] == "mote"]
     )
+    profile_stored = not any(d["stage"] == "mope" for d in out["degraded"])
+    assert (printed["usage"]["stages"]["mope"]["calls"] == 0) == profile_stored
 
 
 async def test_mar_scores_twenty_candidates_validly(local_url: str) -> None:
@@ -78,11 +89,10 @@ async def test_mar_scores_twenty_candidates_validly(local_url: str) -> None:
     assert all(s.source == "llm" for s in out["scores"].values())
 
 
-async def test_second_run_hits_the_trait_cache(local_url: str) -> None:
+async def test_second_run_hits_the_stored_traits(local_url: str) -> None:
     case = load_cases()[1]
     request = _request(case, 4)
-    cache = InMemoryTraitCache()
-    graph = build_graph(trait_cache=cache)
+    graph = build_graph(store=InMemoryStore())
     first: dict[str, Any] = await graph.ainvoke(request, context=context_for("local"))  # type: ignore[call-overload]
     second: dict[str, Any] = await graph.ainvoke(request, context=context_for("local"))  # type: ignore[call-overload]
     cached = 4 - sum(d["stage"] == "mote" for d in first["degraded"])
