@@ -4,7 +4,8 @@ from pathlib import Path
 
 from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.evaluation import EvalSettings, parse_methods, run_evaluation
-from m3rec_graph.evaluation.baselines import TextSimilarityBaseline, text_tokens
+from m3rec_graph.evaluation.baselines import TextSimilarityBaseline
+from m3rec_graph.text.similarity import text_tokens
 from m3rec_graph.evaluation.datasets import EvalCase
 
 BEAUTY = Path(__file__).parents[2] / "tests" / "fixtures" / "beauty_small"
@@ -36,8 +37,8 @@ def test_tokens_are_lowercase_words_of_the_rendered_text() -> None:
 
 def test_idf_mutes_terms_every_item_has() -> None:
     ranker = TextSimilarityBaseline(CATALOGUE)
-    assert ranker.idf["beauty"] == 0.0 and ranker.idf["brand"] == 0.0
-    assert ranker.idf["acme"] > ranker.idf["zeta"] > 0.0  # in 2 items vs 4
+    assert ranker.similarity.idf["beauty"] == 0.0 and ranker.similarity.idf["brand"] == 0.0
+    assert ranker.similarity.idf["acme"] > ranker.similarity.idf["zeta"] > 0.0  # in 2 items vs 4
 
 
 def test_the_candidate_sharing_rare_history_words_ranks_first() -> None:

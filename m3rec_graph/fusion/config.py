@@ -1,0 +1,79 @@
+"""The fusion config: a small JSON file with a weight per signal, versioned like the prompts."""
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from m3rec_graph.errors import ConfigurationError
+
+Signal = Literal["mar", "overlap", "text", "prior"]
+SIGNALS: tuple[Signal, ...] = ("mar", "overlap", "text", "prior")
+"""The signals fusion knows: MAR's alignment score, the profile-trait overlap, TF-IDF text
+similarity between history and candidate, and the host's `prior` score."""
+
+
+class FusionConfigError(ConfigurationError):
+    """A fusion config file is missing, not JSON, or breaks the schema."""
+
+
+class FusionConfig(BaseModel):
+    """Weights of the fused score, and where they came from.
+
+    `weights` maps a signal to its weight; a signal that is absent or 0 does not count
+    (and the stage that only feeds it is skipped). `fitted` records what the weights
+    were fit on (dataset, split, sampling, method, metrics) so results can say it;
+    `sampling` is the negative sampling of that fit (`uniform`, `popularity`, or None
+    for hand-set weights).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weights: dict[Signal, float]
+    normalisation: Literal["z"] = "z"
+    sampling: str | None = None
+    fitted: dict[str, object] = Field(default_factory=dict)
+
+    @field_validator("weights")
+    @classmethod
+    def _finite(cls, weights: dict[Signal, float]) -> dict[Signal, float]:
+        if not all(math.isfinite(w) for w in weights.values()):
+            raise ValueError("every weight must be a finite number")
+        if not any(w != 0 for w in weights.values()):
+            raise ValueError("at least one weight must be non-zero")
+        return weights
+
+    @property
+    def version(self) -> str:
+        """The first 12 hex digits of the sha256 of the canonical JSON (as prompt versions)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def active(self) -> tuple[Signal, ...]:
+        """The signals with a non-zero weight, in `SIGNALS` order."""
+        return tuple(s for s in SIGNALS if self.weights.get(s, 0.0) != 0.0)
+
+    def without(self, *signals: Signal) -> "FusionConfig":
+        """This config with `signals` switched off (an ablation)."""
+        kept = {s: w for s, w in self.weights.items() if s not in signals}
+        return self.model_copy(update={"weights": kept})
+
+    def dump(self, path: Path) -> None:
+        """Write the config as indented JSON."""
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+
+
+def load_fusion_config(path: str | Path) -> FusionConfig:
+    """Read a fusion config file; `FusionConfigError` names the file and the problem."""
+    path = Path(path)
+    try:
+        return FusionConfig.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FusionConfigError(f"fusion config {path} does not exist") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        raise FusionConfigError(f"fusion config {path}: {where}: {first['msg']}") from None
