@@ -5,8 +5,8 @@ from pathlib import Path
 from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.evaluation import EvalSettings, parse_methods, run_evaluation
 from m3rec_graph.evaluation.baselines import TextSimilarityBaseline
-from m3rec_graph.text.similarity import text_tokens
 from m3rec_graph.evaluation.datasets import EvalCase
+from m3rec_graph.text.similarity import text_tokens
 
 BEAUTY = Path(__file__).parents[2] / "tests" / "fixtures" / "beauty_small"
 
