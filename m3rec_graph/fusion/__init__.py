@@ -7,14 +7,29 @@ were fitted on); `combine` turns per-candidate signal values into `fused_score` 
 """
 
 from m3rec_graph.fusion.combine import FusedScore, fuse, zscores
-from m3rec_graph.fusion.config import SIGNALS, FusionConfig, FusionConfigError, load_fusion_config
+from m3rec_graph.fusion.config import (
+    DEFAULT_FUSION,
+    DEFAULT_FUSION_PATH,
+    SIGNALS,
+    FusionConfig,
+    FusionConfigError,
+    Signal,
+    fusion_loaded,
+    load_fusion_config,
+    resolve_fusion,
+)
 
 __all__ = [
+    "DEFAULT_FUSION",
+    "DEFAULT_FUSION_PATH",
     "SIGNALS",
     "FusedScore",
     "FusionConfig",
     "FusionConfigError",
+    "Signal",
     "fuse",
+    "fusion_loaded",
     "load_fusion_config",
+    "resolve_fusion",
     "zscores",
 ]

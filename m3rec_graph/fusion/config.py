@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -57,13 +58,30 @@ class FusionConfig(BaseModel):
         return tuple(s for s in SIGNALS if self.weights.get(s, 0.0) != 0.0)
 
     def without(self, *signals: Signal) -> "FusionConfig":
-        """This config with `signals` switched off (an ablation)."""
+        """This config with `signals` switched off (an ablation), validated again.
+
+        Raises:
+            FusionConfigError: That would switch every weighted signal off.
+        """
         kept = {s: w for s, w in self.weights.items() if s not in signals}
-        return self.model_copy(update={"weights": kept})
+        # model_copy(update=...) skips validation, which would let an all-off config through.
+        try:
+            return FusionConfig.model_validate({**self.model_dump(), "weights": kept})
+        except ValidationError as exc:
+            raise FusionConfigError(
+                f"fusion config {self.version} without {', '.join(signals)}: {exc.errors()[0]['msg']}"
+            ) from None
 
     def dump(self, path: Path) -> None:
         """Write the config as indented JSON."""
         path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+
+
+DEFAULT_FUSION = "default"
+"""The name that stands for the shipped config (`DEFAULT_FUSION_PATH`) wherever a path is taken."""
+
+DEFAULT_FUSION_PATH = Path(__file__).with_name("default.json")
+"""The shipped fusion config: hand-set weights (`fitted.method = "hand-set"`, `sampling = None`)."""
 
 
 def load_fusion_config(path: str | Path) -> FusionConfig:
@@ -77,3 +95,42 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the file"
         raise FusionConfigError(f"fusion config {path}: {where}: {first['msg']}") from None
+
+
+_loaded: dict[str, FusionConfig] = {}
+"""Config files read so far, by the path as given (`"default"`: the shipped one)."""
+
+
+def _load_cached(path: str) -> FusionConfig:
+    config = _loaded.get(path)
+    if config is None:
+        config = _loaded[path] = load_fusion_config(DEFAULT_FUSION_PATH if path == DEFAULT_FUSION else path)
+    return config
+
+
+def resolve_fusion(value: str | Path | Mapping[str, object] | FusionConfig | None) -> FusionConfig | None:
+    """Turn `M3RecContext.fusion` into a config: `None` (fusion off) stays `None`.
+
+    `"default"` is the shipped config, any other string or path a config file (read
+    once per process and path: it blocks, so the graph calls this in a worker
+    thread until `fusion_loaded`), a mapping the config's JSON fields, a
+    `FusionConfig` itself.
+
+    Raises:
+        FusionConfigError: The file is missing or the config breaks the schema.
+    """
+    if value is None or isinstance(value, FusionConfig):
+        return value
+    if isinstance(value, str | Path):
+        return _load_cached(str(value))
+    try:
+        return FusionConfig.model_validate(dict(value))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the config"
+        raise FusionConfigError(f"fusion config: {where}: {first['msg']}") from None
+
+
+def fusion_loaded(value: object) -> bool:
+    """Return whether `resolve_fusion(value)` runs without reading a file."""
+    return not isinstance(value, str | Path) or str(value) in _loaded
