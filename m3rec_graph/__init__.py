@@ -12,7 +12,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from m3rec_graph.context import M3RecContext, ModelSpec
-from m3rec_graph.contracts.request import RecommendationRequest, parse_request
+from m3rec_graph.contracts.request import Candidate, RecommendationRequest, parse_request
 from m3rec_graph.contracts.schemas import (
     AlignmentScore,
     Dimension,
@@ -81,6 +81,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "PRESETS",
     "AlignmentScore",
+    "Candidate",
     "Catalog",
     "ChatModelFactory",
     "ConfigurationError",

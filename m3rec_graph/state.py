@@ -33,6 +33,9 @@ class ItemDict(TypedDict, total=False):
     brand: str | None
     categories: list[str]
     review: str | None
+    prior: float | None
+    """Candidates only: the host retriever's or ranker's score (finite; all candidates carry
+    one or none does). Fusion uses it as the `prior` signal; it never reaches a prompt."""
 
 
 class RecInput(TypedDict):
@@ -42,7 +45,7 @@ class RecInput(TypedDict):
     history: list[ItemDict]
     """The user's interactions, oldest first."""
     candidates: list[ItemDict]
-    """The items to rank."""
+    """The items to rank (each may carry a `prior`)."""
     k: NotRequired[int | None]
     """Return only the top `k` (default: all candidates)."""
 

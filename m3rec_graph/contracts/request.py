@@ -32,6 +32,19 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
+class Candidate(Item):
+    """A candidate item: an `Item` plus, optionally, the host's own score for it.
+
+    `prior` is what the host's retriever or ranker thought of the candidate (any
+    finite number, higher = better; only its order within the request counts, since
+    fusion z-normalises it per request). It never reaches a prompt. Either every
+    candidate of a request carries one or none does.
+    """
+
+    prior: float | None = Field(default=None, strict=True, allow_inf_nan=False)
+    """The host's score for this candidate (strict: a number, not a string or a boolean)."""
+
+
 class RecommendationRequest(BaseModel):
     """A validated recommendation request."""
 
@@ -39,8 +52,29 @@ class RecommendationRequest(BaseModel):
 
     user_id: str = Field(min_length=1, max_length=200)
     history: list[Item] = Field(max_length=500)
-    candidates: list[Item] = Field(min_length=1, max_length=MAX_CANDIDATES)
+    candidates: list[Candidate] = Field(min_length=1, max_length=MAX_CANDIDATES)
     k: StrictInt | None = Field(default=None, ge=1)
+
+    @property
+    def priors(self) -> dict[str, float] | None:
+        """Each candidate's `prior` by item id, or `None` when the request carries none."""
+        if self.candidates[0].prior is None:
+            return None
+        return {c.item_id: c.prior for c in self.candidates if c.prior is not None}
+
+    @model_validator(mode="after")
+    def _priors_all_or_none(self) -> "RecommendationRequest":
+        # A prior for some candidates only cannot be z-normalised against the others,
+        # and guessing a value for the rest would rank them by the guess.
+        carrying = [c.prior is not None for c in self.candidates]
+        if any(carrying) and not all(carrying):
+            n = carrying.index(not carrying[0])
+            raise ValueError(
+                f"candidates.{n} ({self.candidates[n].item_id!r}) "
+                f"{'has no' if carrying[0] else 'has a'} prior but candidates.0 "
+                f"{'does' if carrying[0] else 'does not'}: give every candidate a prior, or none"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_candidates(self) -> "RecommendationRequest":

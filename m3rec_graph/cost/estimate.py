@@ -613,10 +613,10 @@ class _Estimator:
         occurrences: Counter[str] = Counter()
         items: dict[str, Item] = {}
         for request in requests:
-            for item in request.candidates:
-                if item.has_text():  # items without text get neutral traits, no call
-                    occurrences[item.item_id] += 1
-                    items.setdefault(item.item_id, item)
+            for candidate in request.candidates:
+                if candidate.has_text():  # items without text get neutral traits, no call
+                    occurrences[candidate.item_id] += 1
+                    items.setdefault(candidate.item_id, candidate)
         answer_text = compact_json(typical_traits_answer(self.a))
         with_cache: dict[str, _Tally] = {}
         without_cache: dict[str, _Tally] = {}

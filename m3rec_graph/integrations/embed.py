@@ -47,6 +47,7 @@ REASON_CHARS = 160
 
 CHECKPOINT_TYPES: list[tuple[str, str]] = [
     ("m3rec_graph.contracts.request", "RecommendationRequest"),
+    ("m3rec_graph.contracts.request", "Candidate"),
     ("m3rec_graph.contracts.schemas", "Item"),
     ("m3rec_graph.contracts.schemas", "Dimension"),
     ("m3rec_graph.contracts.schemas", "MotivationProfile"),

@@ -484,3 +484,63 @@ def test_raw_answer_keys_and_schema_agree_with_the_check(ids: list[str], data: s
     # the schema sees the last value per key; only the raw keys show repeats
     assert schema_ok == (set(keys) == set(ids))
     assert (schema_ok and check_covers_exactly(ids, keys) is None) == (Counter(keys) == Counter(ids))
+
+
+# --- candidate priors --------------------------------------------------------------------------
+
+
+def test_priors_are_read_when_every_candidate_carries_one() -> None:
+    parsed = parse_request(request([{"item_id": "a", "prior": 2}, {"item_id": "b", "prior": -0.5}]))
+    assert parsed.priors == {"a": 2.0, "b": -0.5}
+    assert parse_request(request(items(2))).priors is None
+
+
+@pytest.mark.parametrize(
+    ("candidates", "message"),
+    [
+        ([{"item_id": "a", "prior": 1.0}, {"item_id": "b"}], "candidates.1 ('b') has no prior"),
+        ([{"item_id": "a"}, {"item_id": "b", "prior": 1.0}], "candidates.1 ('b') has a prior"),
+        ([{"item_id": "a", "prior": 1.0}, {"item_id": "b", "prior": None}], "has no prior"),
+        ([{"item_id": "a", "prior": float("nan")}], "candidates.0.prior: Input should be a finite number"),
+        ([{"item_id": "a", "prior": float("-inf")}], "candidates.0.prior: Input should be a finite number"),
+        ([{"item_id": "a", "prior": "0.7"}], "candidates.0.prior: Input should be a valid number"),
+        ([{"item_id": "a", "prior": True}], "candidates.0.prior: Input should be a valid number"),
+    ],
+)
+def test_bad_priors_are_refused_with_a_typed_error(candidates: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        parse_request(request(candidates))
+    assert message in str(info.value)
+    assert_one_line_error(info.value)
+
+
+def test_a_prior_on_a_history_item_is_refused() -> None:
+    with pytest.raises(InvalidRequestError, match="history.0.prior"):
+        parse_request(request(items(1), history=[{"item_id": "h1", "title": "x", "prior": 1.0}]))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"user_id": "u", "history": [], "candidates": [{"item_id": "a", "prior": NaN}]}', "finite number"),
+        (b'{"user_id": "u", "history": [], "candidates": [{"item_id": "a", "prior": Infinity}]}', "finite number"),
+        (
+            b'{"user_id": "u", "history": [], "candidates": [{"item_id": "a", "prior": 1}, {"item_id": "b"}]}',
+            "give every candidate a prior, or none",
+        ),
+    ],
+)
+def test_cli_refuses_bad_priors_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: bytes, message: str
+) -> None:
+    assert run_cli(tmp_path, raw) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+async def test_priors_never_reach_a_prompt() -> None:
+    candidates = [{"item_id": f"c{i}", "title": f"Product {i}", "prior": 1234.5 + i} for i in range(3)]
+    out, models = await run(request(candidates))
+    assert_permutation(out, request(candidates))
+    assert models.calls and not any("1234" in prompt for _, _, prompt in models.calls)
