@@ -12,11 +12,13 @@ distinct context (cached).
 """
 
 import datetime as dt
+import json
 import math
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal, NoReturn, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, TypeAlias, TypeVar, get_args
 
 from m3rec_graph.errors import ConfigurationError
 
@@ -136,6 +138,28 @@ class FrozenMap(dict[K, V]):
     clear = pop = popitem = setdefault = update = __ior__ = _read_only
 
 
+class FrozenJson(FrozenMap[str, Any]):
+    """A read-only JSON object that hashes by its canonical text (nested values allowed)."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True, separators=(",", ":")))
+
+
+class SupportsModelDump(Protocol):
+    """A pydantic model, such as `m3rec_graph.fusion.FusionConfig` (this layer sits below it)."""
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, Any]:
+        """Return the model's fields (`mode="json"`: as JSON values)."""
+        ...
+
+
+if TYPE_CHECKING:
+    FusionSetting: TypeAlias = str | os.PathLike[str] | Mapping[str, Any] | SupportsModelDump | None
+else:  # what pydantic sees (the LangGraph server's context schema, TypeAdapter): JSON only
+    FusionSetting: TypeAlias = str | Mapping[str, Any] | None
+"""`M3RecContext.fusion`: a path or a config; as JSON, a string or an object (or null)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class M3RecContext:
     """The run context. Pass it as `graph.ainvoke(inputs, context=M3RecContext(...))`, or as JSON.
@@ -192,6 +216,18 @@ class M3RecContext:
     What an ablation switches off is the configuration, not a failure: it adds no
     `degraded` entries.
     """
+    fusion: FusionSetting = None
+    """Score fusion: `None` (the default) ranks by MAR's score, as the paper does.
+
+    Otherwise the ranking follows a weighted sum of per-request z-scores of MAR's
+    score, the profile-trait overlap, TF-IDF text similarity and the candidates'
+    `prior` (`RankedItem.fused_score`, `score_parts`), weighted by a fusion config:
+    `"default"` (the shipped one, hand-set weights), a path to a config file (what
+    `m3rec fit-fusion` writes), or the config itself (a `FusionConfig`, or its JSON
+    fields). A stage that only feeds zero-weight signals does not run (README,
+    "Fusion"). A path is kept as a string and a config as its JSON fields, so the
+    context stays JSON and hashable; the config is read and checked when a run starts.
+    """
 
     def __post_init__(self) -> None:
         for f in fields(self):  # JSON `null`: the field's default
@@ -236,6 +272,7 @@ class M3RecContext:
         object.__setattr__(self, "models", FrozenMap({s: m.strip() for s, m in models.items()}))
         object.__setattr__(self, "efforts", efforts)
         object.__setattr__(self, "prompt_overrides", _frozen_map("prompt_overrides", self.prompt_overrides))
+        object.__setattr__(self, "fusion", _fusion_setting(self.fusion))
 
     @classmethod
     def coerce(cls, value: object) -> "M3RecContext":
@@ -341,3 +378,25 @@ def _frozen_map(name: str, value: object) -> FrozenMap[Any, Any]:
     if not all(isinstance(key, str) and isinstance(item, str) for key, item in pairs.items()):
         raise ConfigurationError(f"bad context setting {name}={value!r}: keys and values must be strings")
     return FrozenMap(pairs)
+
+
+def _fusion_setting(value: object) -> str | FrozenJson | None:
+    """Normalise `fusion` to `None`, a path string, or a frozen JSON object (the config's fields)."""
+    if value is None or isinstance(value, FrozenJson):
+        return value
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str) and path.strip():
+            return path
+    else:
+        dump = getattr(value, "model_dump", None)
+        fields_ = dump(mode="json") if callable(dump) else value
+        if isinstance(fields_, Mapping):
+            try:  # a deep, JSON-only copy: nothing mutable is shared with the caller
+                return FrozenJson(json.loads(json.dumps(dict(fields_), allow_nan=False)))
+            except (TypeError, ValueError):
+                pass
+    raise ConfigurationError(
+        f"bad context setting fusion={value!r}: expected null, \"default\", a fusion config path, "
+        "or a fusion config (a FusionConfig or its JSON fields)"
+    )

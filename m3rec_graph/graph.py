@@ -3,6 +3,7 @@ r"""Wiring: the M-LLM3Rec state machine.
 ```
 START -> prepare --Send--> mope ---------\
                  \--Send--> mote (x misses) --> collect_traits --Send--> mar (x chunks) --> rank -> END
+                                                                                 fusion on: rank -> fuse -> rank
 ```
 
 Each stage is a plain node per task plus a `<stage>_fallback` node; a rejected
@@ -24,6 +25,12 @@ reducers, sets `profile` to `None` until MOPE answers, and the input keys are
 ephemeral (`state.State`). So each join proceeds exactly once per run, on that run's
 results, and the output (ranking, usage, degradations) is the run's own.
 
+Score fusion (`M3RecContext.fusion`, stages/fuse.py) adds one round trip after the
+join: once every score is in, `rank` sends the run to `fuse` (`prepare` set
+`fused` to `None`), which computes this run's fused scores and goes back to `rank`;
+`rank` finds them and orders by `fused_score`. With fusion off nothing changes:
+`rank` orders by MAR's score and `fuse` never runs.
+
 The graph's own file I/O stays off the event loop (the LangGraph server refuses
 blocking calls there): a run's first use of the tokenizer files, prompts and model
 registry happens in a worker thread (`load_run_files`), and the trait cache (SQLite)
@@ -32,11 +39,16 @@ where the stage nodes call it, on the loop.
 
 The ablations (`M3RecContext.ablation`) configure this same graph: `no_mope` sends
 no MOPE task, `no_mote` no MOTE tasks, and `no_mar` goes from `collect_traits`
-straight to `rank`, which scores every candidate by profile-trait overlap.
+straight to `rank`, which scores every candidate by profile-trait overlap. A
+fusion config that gives a signal zero weight takes the same paths for the stages
+that only feed it (`fuse.runs_mar`, `fuse.needs_motivations`): `mar` at 0 skips MAR
+as `no_mar` does, and `mar` and `overlap` both at 0 skip MOPE and MOTE as `no_mope`
+and `no_mote` do.
 """
 
 import asyncio
 import warnings
+from collections.abc import Iterable
 from functools import partial
 from typing import Any, Literal, cast, get_args
 
@@ -50,11 +62,13 @@ from m3rec_graph._internal.bpe import load_encodings
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.request import RecommendationRequest, parse_request
 from m3rec_graph.contracts.schemas import Item, MotivationProfile, RankedItem
+from m3rec_graph.fusion import fusion_loaded, resolve_fusion
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.llm.routing import get_context, resolve
 from m3rec_graph.llm.usage import usage_report
 from m3rec_graph.prompts.loader import PromptName, is_loaded, load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits, overlap_alignment
+from m3rec_graph.stages.fuse import fuse_scores, fusion_config, needs_motivations, runs_mar
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mar import MarStage
 from m3rec_graph.stages.mope import DEFAULT_PROFILE_TTL_DAYS, MopeStage, profile_key
@@ -77,6 +91,7 @@ from m3rec_graph.storage.memory import read_profile
 from m3rec_graph.storage.store import resolve_store
 from m3rec_graph.storage.traits import LegacyTraitMemory, StoreTraitMemory, TraitCache, TraitMemory
 from m3rec_graph.text.item_text import truncations
+from m3rec_graph.text.similarity import TfidfSimilarity
 
 PROMPT_NAMES: tuple[PromptName, ...] = get_args(PromptName)
 
@@ -123,11 +138,13 @@ def _run_files_loaded(ctx: M3RecContext) -> bool:
 async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
     """Return the run's context with its models resolved (`routing.resolve`, cached per context).
 
-    What the run reads from disk is loaded first, in a worker thread (`load_run_files`).
+    What the run reads from disk is loaded first, in a worker thread (`load_run_files`,
+    and the fusion config file if any).
 
     Raises:
         ConfigurationError: A foreign context object (see `M3RecContext.coerce`), or one
-            that does not resolve (an unknown preset, a retired model, ...).
+            that does not resolve (an unknown preset, a retired model, ...), or a
+            fusion config that is missing or invalid (`FusionConfigError`).
     """
     ctx = get_context(runtime)
     if _files_loaded:
@@ -136,6 +153,8 @@ async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
         await asyncio.to_thread(resolve, ctx)
     if not _run_files_loaded(ctx):
         await asyncio.to_thread(load_run_files, ctx)
+    if not fusion_loaded(ctx.fusion):  # a fusion config file, read once per process
+        await asyncio.to_thread(resolve_fusion, ctx.fusion)  # type: ignore[arg-type]
     return ctx
 
 
@@ -145,6 +164,12 @@ async def prepare(
     """Validate the request, read stored traits and profile, and fan out MOPE plus MOTE for the misses."""
     request = parse_request({key: value for key, value in state.items() if key in RecInput.__annotations__})
     ctx = await run_context(runtime)
+    fusion_config(ctx)  # a config given inline is checked now, before any call
+    # Under fusion with `mar` and `overlap` at weight 0, MOPE and MOTE feed nothing:
+    # they take the ablations' paths (a configuration, not a failure: not `degraded`).
+    motivations = needs_motivations(ctx)
+    skip_mote = ctx.ablation == "no_mote" or not motivations
+    skip_mope = ctx.ablation == "no_mope" or not motivations
     mote_model = ctx.model_for("mote").name
     mote_version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version
     # The run's store: the host's or platform's `runtime.store`, else the process default.
@@ -162,8 +187,10 @@ async def prepare(
     ]
     to_look_up = []
     for item in request.candidates:
-        if ctx.ablation == "no_mote":
-            traits[item.item_id] = neutral_traits("MOTE ablated")  # the configuration, not a failure
+        if skip_mote:  # the configuration, not a failure
+            traits[item.item_id] = neutral_traits(
+                "MOTE ablated" if ctx.ablation == "no_mote" else "MOTE skipped: fusion reads no traits"
+            )
         elif item.has_text():
             to_look_up.append(item)
         else:
@@ -176,8 +203,13 @@ async def prepare(
     profile: MotivationProfile | None = None  # until this run's MOPE task answers
     profile_memory: Literal["hit", "miss", "off"] = "off"
     recent = recent_history(request, ctx)
-    if ctx.ablation == "no_mope":
-        profile = fallback_profile(recent, "MOPE switched off: ablation no_mope")
+    if skip_mope:
+        profile = fallback_profile(
+            recent,
+            "MOPE switched off: ablation no_mope"
+            if ctx.ablation == "no_mope"
+            else "MOPE skipped: fusion gives mar and overlap no weight",
+        )
     elif request.history:
         if store is not None:
             profile = await read_profile(store, profile_key(request.user_id, recent, ctx))
@@ -200,6 +232,8 @@ async def prepare(
         "degraded": Overwrite(degraded),
         "truncated": truncated,
         "ranking": [],
+        "fused": None,
+        "fusion": None,
         "usage": usage_report([]),
         "memory": MemoryReport(profile=profile_memory, traits_hit=len(stored), traits_miss=to_encode),
     }
@@ -213,7 +247,8 @@ async def prepare(
 async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["mar", "rank"]]:
     """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate).
 
-    The `no_mar` ablation goes straight to `rank` instead. Every finished MOPE/MOTE
+    The `no_mar` ablation goes straight to `rank` instead, and so does a fusion config
+    that gives `mar` zero weight (`fuse.runs_mar`). Every finished MOPE/MOTE
     task leads here: until this run's profile and the traits of every candidate in
     `shown_order` are in (a re-ask may still be pending), this does nothing and the
     last task to finish comes back. `prepare` reset both, so it proceeds exactly once per run.
@@ -224,7 +259,7 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
     ctx = get_context(runtime)
     runtime.stream_writer(progress("profile_ready", summary=profile.summary))
     runtime.stream_writer(progress("items_encoded", encoded=len(order), total=len(order)))
-    if ctx.ablation == "no_mar":
+    if not runs_mar(ctx):
         return Command(goto="rank")
     items = {item.item_id: item for item in state["request"].candidates}
     candidates = [MarCandidate(item=items[i], traits=traits[i]) for i in order]
@@ -241,32 +276,52 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
     return Command(goto=[Send("mar", task) for task in tasks])
 
 
-async def rank(state: State, runtime: Runtime[M3RecContext]) -> dict[str, Any]:
+async def rank(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["fuse"]] | dict[str, Any]:
     """Order candidates by alignment (ties by the shown order) and assemble the output.
 
     Every finished MAR task leads here: until every candidate in `shown_order` has
     this run's score (a re-ask may still be pending), this does nothing and the
-    last task to finish comes back. Under `no_mar` it runs once, from `collect_traits`,
-    and scores every candidate by profile-trait overlap.
+    last task to finish comes back. When MAR does not run (`no_mar`, or fusion gives
+    it zero weight) it comes once, from `collect_traits`, and scores every candidate
+    by profile-trait overlap. With fusion on, the first pass that finds every score
+    sends the run to `fuse`, and the pass after it orders by `fused_score`.
     """
+    ctx = get_context(runtime)
     order, scores = state["shown_order"], state["scores"]
-    if get_context(runtime).ablation != "no_mar" and any(item_id not in scores for item_id in order):
+    if runs_mar(ctx) and any(item_id not in scores for item_id in order):
         return {}
+    fused = state.get("fused")
+    if fused is None and fusion_config(ctx) is not None:
+        return Command(goto="fuse")
     request, profile = state["request"], state["profile"]
     assert profile is not None  # collect_traits proceeded
     aligned = [
         scores[item_id] if item_id in scores else overlap_alignment(item_id, profile, state["traits"][item_id])
         for item_id in order
     ]
-    ordered = [s for _, s in sorted(enumerate(aligned), key=lambda pair: (-pair[1].score, pair[0]))]
+
+    def key(pair: tuple[int, Any]) -> tuple[float, int]:
+        n, s = pair
+        return (-(fused[s.item_id]["fused"] if fused else s.score), n)
+
+    ordered = [s for _, s in sorted(enumerate(aligned), key=key)]
     top = ordered[: request.k] if request.k else ordered
-    ranking = [RankedItem(**s.model_dump(), rank=n) for n, s in enumerate(top, start=1)]
+    ranking = [
+        RankedItem(
+            **s.model_dump(),
+            rank=n,
+            fused_score=fused[s.item_id]["fused"] if fused else None,
+            score_parts=dict(fused[s.item_id]["parts"]) if fused else None,
+        )
+        for n, s in enumerate(top, start=1)
+    ]
     runtime.stream_writer(progress("ranking_ready", top=[r.item_id for r in ranking[:5]]))
     return {
         "user_id": request.user_id,
         "ranking": ranking,
         "usage": usage_report(state["usage_log"]),
         "memory": state["memory"],
+        "fusion": state.get("fusion"),
     }
 
 
@@ -278,6 +333,7 @@ def build_graph(
     trait_cache: TraitCache | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     context_schema: type[M3RecContext] = M3RecContext,
+    text_corpus: Iterable[Item] | None = None,
 ) -> M3RecGraph:
     """Compile the recommender graph.
 
@@ -299,6 +355,9 @@ def build_graph(
         context_schema: What a dict `context=` (JSON from a remote caller, Studio) is
             turned into: `M3RecContext`, the one run context (or a subclass). Any other
             context object raises `ConfigurationError` when the run starts.
+        text_corpus: The catalogue the fusion's `text` signal fits its idf on, once, here
+            (the evaluation harness passes the dataset's items). `None`: each request's
+            own history and candidates. Only read with fusion on.
     """
     legacy: TraitMemory | None = None
     if trait_cache is not None:
@@ -326,7 +385,9 @@ def build_graph(
     add_stage(builder, MoteStage(legacy), then="collect_traits", chat_models=chat_models)
     builder.add_node("collect_traits", collect_traits, destinations=("mar", "rank"))
     add_stage(builder, MarStage(), then="rank", chat_models=chat_models)
-    builder.add_node("rank", rank)
+    builder.add_node("rank", rank, destinations=("fuse",))
+    text_idf = TfidfSimilarity(text_corpus) if text_corpus is not None else None
+    builder.add_node("fuse", partial(fuse_scores, text_idf=text_idf), destinations=("rank",))
     builder.add_edge(START, "prepare")
     builder.add_edge("rank", END)
     # The LangGraph server refuses a graph compiled with its own store and injects the

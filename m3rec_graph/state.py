@@ -73,6 +73,26 @@ class RecOutput(TypedDict):
     """Item text fields cut to their character/token budget before any model saw them."""
     memory: "MemoryReport"
     """What the store served: the shopper's profile and the candidates' traits."""
+    fusion: NotRequired["FusionReport | None"]
+    """The fusion config that ranked this run; `None`: fusion off (ranked by MAR's score)."""
+
+
+class FusedEntry(TypedDict):
+    """One candidate's fused score and what each signal added to it (plain JSON in the state)."""
+
+    fused: float
+    parts: dict[str, float]
+
+
+class FusionReport(TypedDict):
+    """Which fusion config ranked the run (next to the output, as prompt versions are in results)."""
+
+    version: str
+    """`FusionConfig.version`: the content hash of the config."""
+    signals: list[str]
+    """The signals that counted (weighted and present), in `fusion.SIGNALS` order."""
+    sampling: str | None
+    """The negative sampling the weights were fit under (`None`: hand-set)."""
 
 
 class MemoryReport(TypedDict):
@@ -123,6 +143,9 @@ class State(TypedDict, total=False):
     ranking: list[RankedItem]
     usage: UsageReport
     memory: MemoryReport
+    fused: dict[str, FusedEntry] | None
+    """This run's fused scores by item id (`None` until `fuse` ran, and with fusion off)."""
+    fusion: FusionReport | None
 
 
 class LoopState(TypedDict, total=False):

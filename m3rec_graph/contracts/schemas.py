@@ -180,9 +180,18 @@ class AlignmentScore(BaseModel):
 
 
 class RankedItem(AlignmentScore):
-    """One entry of the final ranking."""
+    """One entry of the final ranking.
+
+    `score` is always MAR's alignment in [0, 1] (the overlap fallback's when MAR did
+    not run). With fusion on (`M3RecContext.fusion`), the ranking follows
+    `fused_score` instead, and `score_parts` says what each signal added to it.
+    """
 
     rank: int = Field(ge=1)
+    fused_score: float | None = None
+    """The fused score (a weighted sum of per-request z-scores, unbounded); `None`: fusion off."""
+    score_parts: dict[str, float] | None = None
+    """Signal (`mar`, `overlap`, `text`, `prior`) -> its weighted z-score; they sum to `fused_score`."""
 
 
 Level = int

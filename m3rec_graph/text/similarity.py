@@ -59,6 +59,18 @@ class TfidfSimilarity:
         self._unseen_idf = math.log(1 + n_docs)
         self._vectors: dict[str, Vector] = {}
 
+    @classmethod
+    def sharing_idf(cls, fitted: "TfidfSimilarity") -> "TfidfSimilarity":
+        """Return a similarity with `fitted`'s idf that tokenises every item from its own text.
+
+        For a long-lived idf (fit once on a catalogue) used per request: the items'
+        text comes from the request, and the vector cache lives only as long as the
+        returned object, so a server does not accumulate every item it ever saw.
+        """
+        fresh = cls(())
+        fresh.idf, fresh._unseen_idf = fitted.idf, fitted._unseen_idf
+        return fresh
+
     def vector(self, item: Item) -> Vector:
         """Return `item`'s unit-length TF-IDF vector (cached by item id)."""
         cached = self._vectors.get(item.item_id)

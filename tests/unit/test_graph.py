@@ -80,7 +80,7 @@ async def test_happy_path_ranks_by_mar_score_and_reports_everything() -> None:
     assert usage.stages["mar"].calls == 2  # 6 candidates in chunks of 4
     assert usage.total.input_tokens == 9 * 100
     # private working keys never leak into the output contract
-    assert set(out) == {"user_id", "ranking", "profile", "usage", "degraded", "truncated", "memory"}
+    assert set(out) == {"user_id", "ranking", "profile", "usage", "degraded", "truncated", "memory", "fusion"}
     assert out["truncated"] == []
 
 
