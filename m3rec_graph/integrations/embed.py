@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from typing_extensions import TypedDict
 
 from m3rec_graph.context import M3RecContext
-from m3rec_graph.contracts.request import MAX_CANDIDATES, item_dict
+from m3rec_graph.contracts.request import MAX_CANDIDATES, Candidate, item_dict
 from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.errors import M3RecError
 from m3rec_graph.llm.factory import describe_validation_error
@@ -70,8 +70,14 @@ class RecommendArgs(BaseModel):
     history: list[Item] = Field(
         max_length=500, description="Products the shopper bought or reviewed, oldest first."
     )
-    candidates: list[Item] = Field(
-        min_length=1, max_length=MAX_CANDIDATES, description="Products to rank."
+    candidates: list[Candidate] = Field(
+        min_length=1,
+        max_length=MAX_CANDIDATES,
+        description=(
+            "Products to rank. Each may carry `prior`, your retriever's or ranker's score for it "
+            "(a finite number, higher is better): give it for every candidate or for none. It counts "
+            "only when m3rec's context turns fusion on."
+        ),
     )
     user_id: str = Field(default="shopper", min_length=1, description="The shopper's id, if known.")
     k: int | None = Field(default=None, ge=1, description="How many top products to return.")
@@ -109,6 +115,8 @@ def tool_answer(out: RecOutput, candidates: Sequence[Item]) -> dict[str, Any]:
                 "why": f"{motives}: {reason}" if motives else reason,
             }
         )
+        if entry.fused_score is not None:  # fusion on: this, not `score`, decided the order
+            recommendations[-1]["fused_score"] = round(entry.fused_score, 2)
     answer: dict[str, Any] = {
         "recommendations": recommendations,
         "out_of": len(candidates),
@@ -130,6 +138,7 @@ def full_result(out: RecOutput) -> dict[str, Any]:
         "profile": out["profile"].model_dump(mode="json"),
         "usage": out["usage"].model_dump(mode="json"),
         "degraded": list(out["degraded"]),
+        "fusion": out.get("fusion"),
     }
 
 
@@ -168,9 +177,11 @@ def as_tool(
 
     Args:
         graph: The compiled graph (default: `m3rec_graph.graph.graph`).
-        context: m3rec's routing (default: `default_context()` at each call).
+        context: m3rec's routing (default: `default_context()` at each call), and its
+            fusion setting (`M3RecContext.fusion`).
         catalog: Resolves item ids: with one, the model passes catalog ids (a short
-            schema, and no item text to copy); without, full items.
+            schema, and no item text to copy); without, full items, where each
+            candidate may carry a `prior` (the host ranker's score; on all or none).
         k: How many items the answer lists unless the model asks for another `k`.
         name: The tool name the model sees.
         description: The tool description the model sees (default: `TOOL_DESCRIPTION`).
@@ -298,6 +309,10 @@ def as_node(
             `candidates`, `k`; unmapped keys are read under their own name, and a
             missing `user_id` is "anonymous"), or a function building the input.
             History and candidates may be items or ids resolved through `catalog`.
+            A candidate given as an item (a mapping or a `Candidate`) may carry
+            `prior`, the host ranker's score (finite; on every candidate or on none),
+            which the fusion step uses when `context.fusion` is set; a candidate
+            given as a catalog id carries none.
         output_map: m3rec output key -> host state key (default `{"ranking": "ranking"}`),
             or a function building the host update.
         catalog: Resolves item ids found in the host state.

@@ -145,7 +145,9 @@ def test_tool_has_a_clear_name_description_and_schema() -> None:
     assert schema["properties"]["candidates"]["items"] == {"type": "string"}
     # without a catalog the model passes full items
     items_schema = args_schema_of(as_tool())
-    assert items_schema["properties"]["candidates"]["items"] == {"$ref": "#/$defs/Item"}
+    assert items_schema["properties"]["candidates"]["items"] == {"$ref": "#/$defs/Candidate"}
+    assert "prior" in items_schema["$defs"]["Candidate"]["properties"]
+    assert "prior" in items_schema["properties"]["candidates"]["description"]
     assert "purchase history" in as_tool().description and "as items" in as_tool().description
 
 
@@ -445,3 +447,66 @@ async def test_shopping_assistant_example(call_tool_first: bool, capsys: pytest.
     printed = capsys.readouterr().out
     assert "shopper: What should I buy next?" in printed and "assistant: " in printed
     assert f"1. (1.0) {titles[best]}" in printed
+
+
+# --------------------------------------------------------------------------- priors and fusion
+
+PRIOR_ONLY = context_for("hybrid", mar_chunk_size=4, fusion={"weights": {"prior": 1.0}})
+
+
+def with_priors(candidates: list[Any]) -> list[dict[str, Any]]:
+    """The host ranker's score: the reverse of MAR's preference, so the order tells which counted."""
+    return [{**c, "prior": float(-score_of(c["item_id"]))} for c in candidates]
+
+
+async def test_tool_candidates_carry_priors_that_fusion_ranks_by(models: ScriptedModels) -> None:
+    tool = as_tool(m3rec(models), context=PRIOR_ONLY, k=3)
+    assert "prior" in json.dumps(tool.args)
+    request = request_of(HISTORY_IDS, CANDIDATE_IDS)
+    message = await tool.ainvoke(
+        {
+            "type": "tool_call",
+            "name": TOOL_NAME,
+            "id": "c1",
+            "args": {"history": request["history"], "candidates": with_priors(list(request["candidates"]))},
+        }
+    )
+    assert isinstance(message, ToolMessage) and message.status != "error"
+    answer = json.loads(message.text)
+    assert [r["item_id"] for r in answer["recommendations"]] == expected_order()[::-1][:3]
+    assert all("fused_score" in r for r in answer["recommendations"])
+    assert message.artifact["fusion"]["signals"] == ["prior"]
+    assert models.calls == []  # prior only: no stage feeds anything, so no LLM call
+
+
+async def test_tool_refuses_priors_on_some_candidates_only(models: ScriptedModels) -> None:
+    tool = as_tool(m3rec(models), context=PRIOR_ONLY)
+    request = request_of(HISTORY_IDS, CANDIDATE_IDS)
+    candidates = with_priors(list(request["candidates"]))
+    del candidates[1]["prior"]
+    message = await tool.ainvoke(
+        {"type": "tool_call", "name": TOOL_NAME, "id": "c1", "args": {"history": [], "candidates": candidates}}
+    )
+    assert isinstance(message, ToolMessage) and message.status == "error"
+    assert "give every candidate a prior, or none" in message.text
+
+
+class PriorHost(TypedDict, total=False):
+    user_id: str
+    history: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    ranking: list[RankedItem]
+
+
+async def test_node_passes_host_priors_through(models: ScriptedModels) -> None:
+    request = request_of(HISTORY_IDS, CANDIDATE_IDS)
+    builder = StateGraph(PriorHost)
+    node: Any = as_node(m3rec(models), PRIOR_ONLY)
+    builder.add_node("recommend", node)
+    builder.add_edge(START, "recommend")
+    builder.add_edge("recommend", END)
+    host = builder.compile()
+    state = {**request, "candidates": with_priors(list(request["candidates"]))}
+    out = await host.ainvoke(cast(PriorHost, state))
+    assert [r.item_id for r in out["ranking"]] == expected_order()[::-1]
+    assert all(r.score_parts is not None and set(r.score_parts) == {"prior"} for r in out["ranking"])
