@@ -139,6 +139,8 @@ async def test_the_text_signal_fits_its_idf_on_the_catalogue_when_given() -> Non
     assert {r.item_id: r.fused_score for r in out["ranking"]} == pytest.approx(expected)
     own = TfidfSimilarity([*request.history, *request.candidates]).scores(request.history, request.candidates)
     assert sims != pytest.approx(own)
+    shared, _ = await run(REQUEST, ctx({"weights": {"text": 1.0}}), text_corpus=TfidfSimilarity(catalogue))
+    assert {r.item_id: r.fused_score for r in shared["ranking"]} == pytest.approx(expected)
 
 
 async def test_the_overlap_signal_is_the_no_mar_overlap() -> None:
