@@ -62,13 +62,19 @@ from m3rec_graph._internal.bpe import load_encodings
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.request import RecommendationRequest, parse_request
 from m3rec_graph.contracts.schemas import Item, MotivationProfile, RankedItem
-from m3rec_graph.fusion import fusion_loaded, resolve_fusion
+from m3rec_graph.fusion import fusion_loaded
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.llm.routing import get_context, resolve
 from m3rec_graph.llm.usage import usage_report
 from m3rec_graph.prompts.loader import PromptName, is_loaded, load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits, overlap_alignment
-from m3rec_graph.stages.fuse import fuse_scores, fusion_config, needs_motivations, runs_mar
+from m3rec_graph.stages.fuse import (
+    check_signals,
+    fuse_scores,
+    fusion_config,
+    needs_motivations,
+    runs_mar,
+)
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mar import MarStage
 from m3rec_graph.stages.mope import DEFAULT_PROFILE_TTL_DAYS, MopeStage, profile_key
@@ -154,7 +160,7 @@ async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
     if not _run_files_loaded(ctx):
         await asyncio.to_thread(load_run_files, ctx)
     if not fusion_loaded(ctx.fusion):  # a fusion config file, read once per process
-        await asyncio.to_thread(resolve_fusion, ctx.fusion)  # type: ignore[arg-type]
+        await asyncio.to_thread(fusion_config, ctx)
     return ctx
 
 
@@ -164,7 +170,7 @@ async def prepare(
     """Validate the request, read stored traits and profile, and fan out MOPE plus MOTE for the misses."""
     request = parse_request({key: value for key, value in state.items() if key in RecInput.__annotations__})
     ctx = await run_context(runtime)
-    fusion_config(ctx)  # a config given inline is checked now, before any call
+    check_signals(ctx, request)  # a bad inline config, or one with nothing to fuse: before any call
     # Under fusion with `mar` and `overlap` at weight 0, MOPE and MOTE feed nothing:
     # they take the ablations' paths (a configuration, not a failure: not `degraded`).
     motivations = needs_motivations(ctx)

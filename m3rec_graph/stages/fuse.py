@@ -27,7 +27,7 @@ from langgraph.types import Command
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.request import RecommendationRequest
 from m3rec_graph.contracts.schemas import AlignmentScore, ItemTraits, MotivationProfile
-from m3rec_graph.fusion import FusionConfig, Signal, fuse, resolve_fusion
+from m3rec_graph.fusion import FusionConfig, FusionConfigError, Signal, fuse, resolve_fusion
 from m3rec_graph.llm.routing import get_context
 from m3rec_graph.stages.fallbacks import overlap_alignment
 from m3rec_graph.state import FusedEntry, FusionReport
@@ -73,6 +73,33 @@ def needs_motivations(ctx: M3RecContext) -> bool:
     """
     config = fusion_config(ctx)
     return config is None or runs_mar(ctx) or _weight(config, "overlap") != 0.0
+
+
+def check_signals(ctx: M3RecContext, request: RecommendationRequest) -> None:
+    """Refuse, before any call, a run in which no weighted signal will be present.
+
+    `fuse` would raise the same at the end; `prepare` calls this so that the
+    error comes before MOPE, MOTE and MAR spend anything.
+
+    Raises:
+        FusionConfigError: E.g. a config weighing only `prior` and `mar`, under the
+            `no_mar` ablation, for a request without priors.
+    """
+    config = fusion_config(ctx)
+    if config is None:
+        return
+    present: list[Signal] = ["overlap", "text"]
+    if runs_mar(ctx):
+        present.append("mar")
+    if request.priors is not None:
+        present.append("prior")
+    if not any(_weight(config, s) for s in present):
+        raise FusionConfigError(
+            f"fusion config {config.version}: none of its weighted signals "
+            f"({', '.join(config.active())}) will be present in this run "
+            f"(MAR {'runs' if runs_mar(ctx) else 'does not run'}; the request "
+            f"{'has' if request.priors is not None else 'has no'} priors)"
+        )
 
 
 def signals(

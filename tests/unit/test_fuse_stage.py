@@ -204,9 +204,17 @@ async def test_the_no_mar_ablation_under_fusion_still_fuses_without_mar() -> Non
 
 # --- errors ------------------------------------------------------------------------------------
 
-async def test_a_config_whose_signals_are_all_missing_raises_before_ranking() -> None:
-    with pytest.raises(FusionConfigError, match="prior"):
-        await run(REQUEST, ctx({"weights": {"prior": 1.0}}))  # no priors in the request
+@pytest.mark.parametrize(
+    ("weights", "ablation"),
+    [({"prior": 1.0}, "none"), ({"prior": 1.0, "mar": 1.0}, "no_mar")],
+)
+async def test_a_config_whose_signals_are_all_missing_raises_before_any_call(
+    weights: dict[str, float], ablation: str
+) -> None:
+    models = ScriptedModels(default_responder())
+    with pytest.raises(FusionConfigError, match="has no priors"):
+        await run(REQUEST, ctx({"weights": weights}, ablation=ablation), models)  # no priors in the request
+    assert models.calls == []
 
 
 async def test_a_missing_config_file_raises_before_any_call(tmp_path: Path) -> None:
