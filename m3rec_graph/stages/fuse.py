@@ -21,13 +21,21 @@ signals does not run: `runs_mar` and `needs_motivations` decide it.
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.request import RecommendationRequest
 from m3rec_graph.contracts.schemas import AlignmentScore, ItemTraits, MotivationProfile
-from m3rec_graph.fusion import FusionConfig, FusionConfigError, Signal, fuse, resolve_fusion
+from m3rec_graph.fusion import (
+    FusedScore,
+    FusionConfig,
+    FusionConfigError,
+    Signal,
+    fuse,
+    resolve_fusion,
+)
 from m3rec_graph.llm.routing import get_context
 from m3rec_graph.stages.fallbacks import overlap_alignment
 from m3rec_graph.state import FusedEntry, FusionReport
@@ -152,10 +160,24 @@ async def fuse_scores(
     profile = state["profile"]
     assert profile is not None  # collect_traits proceeded
     order: list[str] = state["shown_order"]
-    values = signals(
-        config, state["request"], order, profile, state["traits"], state["scores"], text_idf
+
+    def compute(_: object) -> tuple[dict[Signal, dict[str, float]], dict[str, FusedScore]]:
+        values = signals(
+            config, state["request"], order, profile, state["traits"], state["scores"], text_idf
+        )
+        return values, fuse(values, config, order)
+
+    # A traced child run, so the trace records the config's version as the LLM runs
+    # record their prompt's; being sync, it runs in a worker thread (TF-IDF is CPU).
+    traced = RunnableLambda(compute, name="fusion")
+    values, fused = await traced.ainvoke(
+        None,
+        {
+            "run_name": "fusion",
+            "tags": ["m3rec:fusion"],
+            "metadata": {"m3rec_fusion_version": config.version, "m3rec_fusion_sampling": config.sampling},
+        },
     )
-    fused = fuse(values, config, order)
     report = FusionReport(version=config.version, signals=list(values), sampling=config.sampling)
     entries = {i: FusedEntry(fused=f.fused, parts=f.parts) for i, f in fused.items()}
     return Command(update={"fused": entries, "fusion": report}, goto="rank")

@@ -6,8 +6,10 @@ Scripted models through the model factory; every test counts the calls it expect
 import json
 from pathlib import Path
 from typing import Any, cast
+from uuid import UUID
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -282,3 +284,24 @@ async def test_each_run_on_a_reused_thread_fuses_its_own_priors() -> None:
     assert ids(second) == IDS
     assert ids(third) == ["c1", "c2", "c3", "c0", "c4"]  # fusion off: MAR, no stale fused scores
     assert third["fusion"] is None and all(r.fused_score is None for r in third["ranking"])
+
+
+async def test_the_trace_records_the_fusion_config_version() -> None:
+    class Metadata(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.runs: list[tuple[str, dict[str, Any]]] = []
+
+        def on_chain_start(
+            self, serialized: Any, inputs: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            self.runs.append((str(kw.get("name")), dict(metadata or {})))
+
+    recorder = Metadata()
+    config = FusionConfig(weights={"mar": 1.0, "text": 1.0}, sampling="uniform")
+    graph = build_graph(chat_models=ScriptedModels(default_responder(score_of=mar_score)), store=InMemoryStore())
+    await graph.ainvoke(cast(RecInput, REQUEST), {"callbacks": [recorder]}, context=ctx(config))
+    fusion_runs = [meta for name, meta in recorder.runs if name == "fusion"]
+    assert len(fusion_runs) == 1
+    assert fusion_runs[0]["m3rec_fusion_version"] == config.version
+    assert fusion_runs[0]["m3rec_fusion_sampling"] == "uniform"
+    assert fusion_runs[0]["langgraph_node"] == "fuse"
