@@ -2,8 +2,11 @@
 
 A valid profile is stored in the run's store under everything that determines
 it (`profile_key`), so a later run for the same shopper, history window and MOPE
-settings reads it instead of calling MOPE (`graph.prepare`). Writes are
-best-effort; fallback profiles are never stored.
+settings reads it instead of calling MOPE (`graph.prepare`). When the history only
+grew by a few items, the task carries the stored profile of the shorter window and
+MOPE reads that profile plus the new items only (`stages.incremental`), with the
+same answer contract, validation and re-asks. Writes are best-effort; fallback
+profiles are never stored.
 """
 
 import logging
@@ -23,9 +26,9 @@ from m3rec_graph.contracts.schemas import (
 from m3rec_graph.llm.factory import ChatModelFactory
 from m3rec_graph.prompts.loader import PromptName, load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile
-from m3rec_graph.stages.loop import StageDefinition, build_stage_graph
+from m3rec_graph.stages.loop import StageDefinition, build_stage_graph, stage_prompt
 from m3rec_graph.stages.remembering import BestEffortWrites
-from m3rec_graph.stages.render import dimensions_block, history_block
+from m3rec_graph.stages.render import dimensions_block, history_block, previous_profile_block
 from m3rec_graph.state import MopeOutput, MopeState, MopeTask
 from m3rec_graph.storage.memory import ProfileKey, write_profile
 from m3rec_graph.storage.store import resolve_store
@@ -66,12 +69,23 @@ class MopeStage(StageDefinition):
         self._writes = BestEffortWrites(logger, "profile store")
 
     def prompt_name(self, state: MopeState) -> PromptName:
-        """Return the MOPE prompt."""
-        return "mope"
+        """Return the MOPE prompt: the incremental one when updating a stored profile."""
+        return "mope_incremental" if "incremental" in state else "mope"
 
     def variables(self, state: MopeState) -> dict[str, Any]:
-        """Render the dimensions and the history."""
-        return {"dimensions": dimensions_block(), "history": history_block(state["history"])}
+        """Render the dimensions and the history, or the stored profile and only the new items."""
+        history = state["history"]
+        base = state.get("incremental")
+        if base is None:
+            return {"dimensions": dimensions_block(), "history": history_block(history)}
+        ids = [item.item_id for item in history]
+        return {
+            "dimensions": dimensions_block(),
+            "profile": previous_profile_block(base["profile"], ids),
+            "new_items": history_block(history[-base["new_items"] :]),
+            # the old items are cited by id only: their text is what the increment saves
+            "allowed_ids": ", ".join(dict.fromkeys(ids)),
+        }
 
     def answer_contract(self, state: MopeState) -> AnswerContract:
         """Ask for the profile with evidence ids restricted to this history (validation rejects any other)."""
@@ -84,12 +98,24 @@ class MopeStage(StageDefinition):
     async def remember(
         self, state: MopeState, update: dict[str, Any], ctx: M3RecContext, store: BaseStore | None
     ) -> None:
-        """Store the valid profile under its key, with the profile TTL (best-effort)."""
+        """Store the valid profile under its window's key, with the profile TTL (best-effort).
+
+        An incremental answer is marked with the incremental prompt's version, so it is
+        served only while that prompt is unchanged and incremental memory is on.
+        """
         if not self.remember_profiles:
             return
         key = profile_key(state["user_id"], state["history"], ctx)
         ttl = None if self.profile_ttl_days is None else self.profile_ttl_days * 24 * 60
-        write = write_profile(await resolve_store(store), key, update["profile"], ttl_minutes=ttl)
+        base = state.get("incremental")
+        write = write_profile(
+            await resolve_store(store),
+            key,
+            update["profile"],
+            ttl_minutes=ttl,
+            incremental_version=None if base is None else stage_prompt(self, state, ctx).version,
+            increments=0 if base is None else base["increments"],
+        )
         await self._writes.run(write, f"the profile of {state['user_id']}")
 
     def fallback(self, state: MopeState, reason: str) -> dict[str, Any]:
