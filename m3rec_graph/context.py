@@ -175,7 +175,7 @@ class M3RecContext:
     """Profile memory: when the stored profile's history window is this window minus up to
     this many newest items (the window may also have slid by as many of its oldest items,
     once `max_history_items` is reached), MOPE updates the stored profile from the new items
-    only (`m3rec_graph.stages.incremental`). 0: exact-match memory only, as `m3rec eval` runs."""
+    only, when that prompt is shorter than the whole window's (`m3rec_graph.stages.incremental`). 0: exact-match memory only, as `m3rec eval` runs."""
     max_schema_retries: int = 2
     """Re-asks with the validation error after a failed answer, per stage call."""
     seed: int = 0

@@ -32,9 +32,9 @@ where the stage nodes call it, on the loop.
 
 Profile memory (`prepare`): the stored profile of exactly this history window is
 served without a MOPE call; else, if the window only grew by a few items
-(`M3RecContext.max_incremental_items`), the MOPE task carries the stored profile of
-the shorter window and reads only the new items (`stages.incremental`); else MOPE
-profiles the whole window.
+(`M3RecContext.max_incremental_items`) and the incremental prompt is the shorter,
+the MOPE task carries the stored profile of the shorter window and reads only the
+new items (`stages.incremental`); else MOPE profiles the whole window.
 
 The ablations (`M3RecContext.ablation`) configure this same graph: `no_mope` sends
 no MOPE task, `no_mote` no MOTE tasks, and `no_mar` goes from `collect_traits`
@@ -64,7 +64,12 @@ from m3rec_graph.stages.fallbacks import fallback_profile, neutral_traits, overl
 from m3rec_graph.stages.incremental import find_incremental_base, incremental_version
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mar import MarStage
-from m3rec_graph.stages.mope import DEFAULT_PROFILE_TTL_DAYS, MopeStage, profile_key
+from m3rec_graph.stages.mope import (
+    DEFAULT_PROFILE_TTL_DAYS,
+    MopeStage,
+    incremental_saving,
+    profile_key,
+)
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.stages.order import shown_order
 from m3rec_graph.state import (
@@ -73,6 +78,7 @@ from m3rec_graph.state import (
     MarCandidate,
     MarTask,
     MemoryReport,
+    MopeState,
     MopeTask,
     MoteTask,
     RecInput,
@@ -191,10 +197,12 @@ async def prepare(
             key = profile_key(request.user_id, recent, ctx)
             profile = await read_profile(store, key, incremental_version=incremental_version(ctx))
             profile_memory = "hit" if profile is not None else "miss"
-            # Not stored: a grown history updates the shorter window's profile instead.
+            # Not stored: a grown history updates the shorter window's profile instead,
+            # when that prompt is the shorter one (`incremental_saving`).
             if profile is None and (base := await find_incremental_base(store, key, ctx)) is not None:
-                task["incremental"] = base
-                profile_memory = "incremental"
+                if incremental_saving(MopeState(user_id=request.user_id, history=recent, incremental=base), ctx) > 0:
+                    task["incremental"] = base
+                    profile_memory = "incremental"
         if profile is None:
             sends.insert(0, Send("mope", task))
     else:

@@ -79,7 +79,7 @@ class MemoryReport(TypedDict):
     """`hit`: the profile for exactly this history window and MOPE settings was stored, no
     MOPE call; `incremental`: the stored profile of this window minus its newest few items
     was updated by an incremental MOPE call that read only those items
-    (`M3RecContext.max_incremental_items`); `miss`: MOPE profiled the whole window (a valid
+    (`M3RecContext.max_incremental_items`; only when that prompt is the shorter); `miss`: MOPE profiled the whole window (a valid
     answer is stored either way); `off`: no profile memory (no history, the `no_mope`
     ablation, or a deprecated `trait_cache=` graph)."""
     traits_hit: int

@@ -128,10 +128,6 @@ def history_ids_in(prompt: str) -> list[str]:
     return re.findall(r"^\[([^\]]+)\]", block, flags=re.MULTILINE)
 
 
-INCREMENTAL_IDS = "Use only these item_ids as evidence: "
-"""The line of the incremental MOPE prompt that lists the window's ids."""
-
-
 def is_incremental(prompt: str) -> bool:
     """Whether a MOPE prompt is the incremental one (a stored profile plus new items)."""
     return "<new_items>" in prompt
@@ -144,11 +140,8 @@ def new_item_ids_in(prompt: str) -> list[str]:
 
 
 def evidence_ids_in(prompt: str) -> list[str]:
-    """The ids a MOPE answer may cite: the history's, or the incremental prompt's list."""
-    if is_incremental(prompt):
-        line = prompt.rsplit(INCREMENTAL_IDS, 1)[1].split("\n", 1)[0]
-        return [item_id.strip() for item_id in line.split(",")]
-    return history_ids_in(prompt)
+    """Ids a MOPE answer may cite: the history's, or an incremental prompt's new items."""
+    return new_item_ids_in(prompt) if is_incremental(prompt) else history_ids_in(prompt)
 
 
 def item_id_in(prompt: str) -> str:

@@ -14,6 +14,10 @@ reordered, a text edit, which changes its hash, a jump of more than `g` items, o
 MOPE settings) has no base and gets a full re-profile. The smallest `g` wins (the
 fewest items to read), then the most recently stored base.
 
+A base is used only when the incremental prompt (stored profile plus new items) is
+shorter than the full one (`stages.mope.incremental_saving`): for a short history
+of short titles the profile can cost more tokens than the items it stands for.
+
 A profile may be updated again and again: `IncrementalBase.increments` counts the
 updates since the last full profile and is recorded with it.
 """

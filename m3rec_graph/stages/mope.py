@@ -19,11 +19,13 @@ from pydantic import BaseModel
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.schemas import (
     AnswerContract,
+    Dimension,
     Item,
     profile_contract,
     profile_from_answer,
 )
 from m3rec_graph.llm.factory import ChatModelFactory
+from m3rec_graph.llm.tokens import count_messages
 from m3rec_graph.prompts.loader import PromptName, load_prompt
 from m3rec_graph.stages.fallbacks import fallback_profile
 from m3rec_graph.stages.loop import StageDefinition, build_stage_graph, stage_prompt
@@ -39,6 +41,17 @@ DEFAULT_PROFILE_TTL_DAYS = 30.0
 """How long a stored profile is served (a shopper's motivations drift; a history change misses anyway)."""
 
 
+def evidence_ids(state: MopeState) -> list[str]:
+    """Return the history ids a MOPE answer for this task may cite as evidence, in window order."""
+    history = state["history"]
+    base = state.get("incremental")
+    if base is None:
+        return [item.item_id for item in history]
+    new_ids = {item.item_id for item in history[-base["new_items"] :]}
+    shown = new_ids | {i for dim in Dimension for i in base["profile"].dimension(dim).evidence}
+    return list(dict.fromkeys(item.item_id for item in history if item.item_id in shown))
+
+
 def profile_key(user_id: str, window: list[Item], ctx: M3RecContext) -> ProfileKey:
     """Return the key of the profile MOPE writes for this history window under `ctx`'s MOPE settings."""
     spec = ctx.model_for("mope")
@@ -50,6 +63,27 @@ def profile_key(user_id: str, window: list[Item], ctx: M3RecContext) -> ProfileK
         prompt_version=load_prompt("mope", ctx.prompt_overrides.get("mope")).version,
         ablation=ctx.ablation,
     )
+
+
+def prompt_tokens(state: MopeState, ctx: M3RecContext) -> int:
+    """Count the prompt MOPE sends for this task (full or incremental), as `call_usage` counts it.
+
+    The answer schema is left out: an incremental task's is the full one's or smaller.
+    """
+    stage = MopeStage(remember_profiles=False)
+    spec = ctx.model_for("mope")
+    messages = stage_prompt(stage, state, ctx).format(**stage.variables(state))
+    return count_messages(messages, spec.tokenizer_model or spec.name)
+
+
+def incremental_saving(task: MopeState, ctx: M3RecContext) -> int:
+    """Return the prompt tokens an incremental task saves against profiling its whole window.
+
+    Negative when the stored profile is longer than the old items' text it stands for
+    (a short history of short titles): `graph.prepare` then re-profiles in full.
+    """
+    full = MopeState(user_id=task["user_id"], history=task["history"])
+    return prompt_tokens(full, ctx) - prompt_tokens(task, ctx)
 
 
 class MopeStage(StageDefinition):
@@ -78,18 +112,19 @@ class MopeStage(StageDefinition):
         base = state.get("incremental")
         if base is None:
             return {"dimensions": dimensions_block(), "history": history_block(history)}
-        ids = [item.item_id for item in history]
         return {
             "dimensions": dimensions_block(),
-            "profile": previous_profile_block(base["profile"], ids),
+            "profile": previous_profile_block(base["profile"], [item.item_id for item in history]),
             "new_items": history_block(history[-base["new_items"] :]),
-            # the old items are cited by id only: their text is what the increment saves
-            "allowed_ids": ", ".join(dict.fromkeys(ids)),
         }
 
     def answer_contract(self, state: MopeState) -> AnswerContract:
-        """Ask for the profile with evidence ids restricted to this history (validation rejects any other)."""
-        return profile_contract([item.item_id for item in state["history"]])
+        """Ask for the profile with evidence ids restricted to this history (validation rejects any other).
+
+        An incremental task may cite the ids its prompt shows: the stored profile's
+        evidence still in the window, and the new items (it never sees the other old items).
+        """
+        return profile_contract(evidence_ids(state))
 
     def accept(self, state: MopeState, answer: BaseModel, ctx: M3RecContext) -> dict[str, Any]:
         """Store the validated profile."""

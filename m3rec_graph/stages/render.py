@@ -29,19 +29,17 @@ def history_block(history: list[Item]) -> str:
 def previous_profile_block(profile: MotivationProfile, window_ids: Sequence[str]) -> str:
     """Render a stored profile for the incremental MOPE prompt, on the answer's own scale (0-10).
 
-    Evidence ids that left the history window (it slides once `max_history_items` is
-    reached) are dropped: the answer may cite only ids of the current window.
+    One compact line per dimension (`aesthetic 9: id1, id2`): the prompt's whole point
+    is to be shorter than the history it stands for. Evidence ids that left the
+    history window (it slides once `max_history_items` is reached) are dropped: the
+    answer may cite only ids of the current window.
     """
     kept = set(window_ids)
-    dimensions = {
-        dim.value: {
-            "strength": round(entry.strength * 10),
-            "evidence": [item_id for item_id in entry.evidence if item_id in kept],
-        }
-        for dim in Dimension
-        for entry in (profile.dimension(dim),)
-    }
-    lines = [f"{name}: {json.dumps(value)}" for name, value in dimensions.items()]
+    lines = []
+    for dim in Dimension:
+        entry = profile.dimension(dim)
+        evidence = [item_id for item_id in entry.evidence if item_id in kept]
+        lines.append(f"{dim.value} {round(entry.strength * 10)}: {', '.join(evidence) or '-'}")
     return "\n".join([*lines, f"summary: {clean_text(profile.summary, 800)}"])
 
 
