@@ -79,7 +79,9 @@ def measure_growth(
     new, old = list(history[-size:]), list(history[:-1][-size:])
     if not old:
         return None
-    added = items_added(_window(user_id, old), _window(user_id, new), ctx.max_incremental_items)
+    added = items_added(
+        _window(user_id, old), _window(user_id, new), ctx.max_incremental_items, ctx.max_history_items
+    )
     if added is None:
         return None
     base = IncrementalBase(profile=profile or fallback_profile(old), new_items=added, increments=1)

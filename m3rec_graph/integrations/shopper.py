@@ -14,13 +14,15 @@ note saying so.
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langgraph.store.base import BaseStore
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from m3rec_graph.errors import M3RecError
+from m3rec_graph.llm.factory import describe_validation_error
 from m3rec_graph.state import M3RecGraph
 from m3rec_graph.storage.memory import stored_profile_summary
 from m3rec_graph.storage.store import resolve_store
@@ -95,5 +97,18 @@ def as_shopper_tool(
         name=name,
         description=description,
         args_schema=DescribeShopperArgs,
-        handle_tool_error=lambda exc: f"Error: {exc}",
+        handle_tool_error=_tool_error,
+        handle_validation_error=_argument_error(name),
     )
+
+
+def _tool_error(exc: ToolException) -> str:
+    return f"Error: {exc}"
+
+
+def _argument_error(tool_name: str) -> Callable[[Any], str]:
+    def describe(exc: Any) -> str:
+        detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        return f'Error: invalid arguments for {tool_name}: {detail}. Expected {{"user_id": "..."}}.'
+
+    return describe

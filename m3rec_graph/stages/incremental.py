@@ -1,18 +1,19 @@
 """Incremental MOPE: when a stored profile's window is the new window minus its newest few items.
 
 The rule, on history windows as the profile key records them ((item id, text hash)
-per item, oldest first, after `max_history_items`): a stored window `old` is a base
-for the new window `new` when, for some `g` with 1 <= g <= `max_incremental_items`,
+per item, oldest first, after the cut to `N = max_history_items`): a stored window
+`old` is a base for the new window `new` when, for some `g` with
+1 <= g <= `max_incremental_items`,
 
-    new == old[d:] + added,   len(added) == g,   0 <= d <= g,   len(old) - d >= 1
+    new == old[d:] + added,   len(added) == g,   d == max(0, len(old) + g - N),   d < len(old)
 
 that is, the shopper bought `g` items since (`added`, the newest `g` of `new`), and
-the window slid by `d` of its oldest items to make room (`d` > 0 only once the
-window is full; `d` never exceeds `g`, so a lowered `max_history_items` re-profiles).
-At least one old item stays in the window. Anything else (an item removed or
-reordered, a text edit, which changes its hash, a jump of more than `g` items, other
-MOPE settings) has no base and gets a full re-profile. The smallest `g` wins (the
-fewest items to read), then the most recently stored base.
+the window slid by exactly the `d` oldest items the cut to `N` pushes out (`d` > 0
+only once the window is full). At least one old item stays in the window. Anything
+else (an item removed or reordered, a text edit, which changes its hash, a jump of
+more than `max_incremental_items`, another `max_history_items`, other MOPE settings)
+has no base and gets a full re-profile. The smallest `g` wins (the fewest items to
+read), then the most recently stored base.
 
 A base is used only when the incremental prompt (stored profile plus new items) is
 shorter than the full one (`stages.mope.incremental_saving`): for a short history
@@ -46,12 +47,15 @@ def incremental_version(ctx: M3RecContext) -> str | None:
     return load_prompt("mope_incremental", ctx.prompt_overrides.get("mope_incremental")).version
 
 
-def items_added(old: Window, new: Window, max_items: int) -> int | None:
-    """Return how many newest items of `new` extend `old` under the rule above, or None."""
+def items_added(old: Window, new: Window, max_items: int, window_size: int) -> int | None:
+    """Return how many newest items of `new` extend `old` under the rule above, or None.
+
+    `window_size` is `max_history_items`, the length the history is cut to.
+    """
     for added in range(1, max_items + 1):
-        kept = len(new) - added
-        dropped = len(old) - kept
-        if kept < 1 or dropped < 0 or dropped > added:
+        dropped = max(0, len(old) + added - max(1, window_size))
+        kept = len(old) - dropped
+        if kept < 1 or kept + added != len(new):
             continue
         if tuple(old[dropped:]) == tuple(new[:kept]):
             return added
@@ -59,7 +63,7 @@ def items_added(old: Window, new: Window, max_items: int) -> int | None:
 
 
 def choose_base(
-    stored: Sequence[StoredProfile], new: Window, max_items: int
+    stored: Sequence[StoredProfile], new: Window, max_items: int, window_size: int
 ) -> tuple[StoredProfile, int] | None:
     """Return the stored profile to update for window `new` and the number of added items, or None.
 
@@ -67,7 +71,7 @@ def choose_base(
     """
     best: tuple[StoredProfile, int] | None = None
     for profile in stored:
-        added = items_added(profile.window, new, max_items)
+        added = items_added(profile.window, new, max_items, window_size)
         if added is not None and (best is None or added < best[1]):
             best = (profile, added)
     return best
@@ -81,7 +85,7 @@ async def find_incremental_base(
     if version is None:
         return None
     stored = await read_profile_bases(store, key, incremental_version=version)
-    chosen = choose_base(stored, key.window, ctx.max_incremental_items)
+    chosen = choose_base(stored, key.window, ctx.max_incremental_items, ctx.max_history_items)
     if chosen is None:
         return None
     base, added = chosen
