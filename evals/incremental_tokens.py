@@ -16,10 +16,12 @@ the saving under that choice. The answer schema is the same in both calls (the s
 contract over the same window ids), so it is left out of both counts; so are the
 answers, which have the same shape.
 
-No MOPE answer is available offline, so the stored profile is a stand-in, in two
+No MOPE answer is available offline, so the stored profile is a stand-in, in three
 sizes: the deterministic keyword profile (`fallback_profile`, what MOPE's fallback
-writes) and the largest profile the schema allows (five evidence ids on every
-dimension, an 800-character summary), the worst case for the incremental prompt.
+writes: evidence on most dimensions, a one-line summary), the same with a
+400-character summary (a paragraph, as the MOPE prompt asks for), and the largest
+profile the schema allows (five evidence ids on every dimension, an 800-character
+summary), the worst case for the incremental prompt.
 """
 
 import argparse
@@ -54,6 +56,16 @@ class Measured:
     def saved(self) -> int:
         """Prompt tokens the incremental call saves (positive: it is cheaper)."""
         return self.full - self.incremental
+
+
+PARAGRAPH = 400
+"""Characters of a one-paragraph summary, the middle stand-in (the schema allows 800)."""
+
+
+def with_summary(profile: MotivationProfile, chars: int) -> MotivationProfile:
+    """`profile` with its summary padded to `chars` characters (a longer paragraph, same evidence)."""
+    summary = (profile.summary + " Buys for the look first, then for skin care and value." * 20)[:chars]
+    return profile.model_copy(update={"summary": summary})
 
 
 def largest_profile(window: Sequence[Item]) -> MotivationProfile:
@@ -131,11 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = load_dataset(args.dataset)
     users = sorted(u for u, seq in dataset.sequences.items() if len(seq) >= 3)
     sample = random.Random(args.seed).sample(users, min(args.users, len(users)))
-    keyword: list[Measured] = []
-    largest: list[Measured] = []
+    tables: dict[str, list[Measured]] = {
+        "stored profile = keyword profile": [],
+        f"stored profile = keyword profile, {PARAGRAPH}-character summary": [],
+        "stored profile = largest allowed": [],
+    }
     for user_id in sample:
         history = [dataset.items[i] for i in dataset.sequences[user_id][:-1]]  # the test item held out
-        for rows, profile in ((keyword, None), (largest, largest_profile(history[:-1]))):
+        old = history[:-1][-max(1, ctx.max_history_items) :]
+        profiles = (fallback_profile(old), with_summary(fallback_profile(old), PARAGRAPH), largest_profile(old))
+        for rows, profile in zip(tables.values(), profiles, strict=True):
             measured = measure_growth(user_id, history, ctx, profile=profile)
             if measured is not None:
                 rows.append(measured)
@@ -144,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{dataset.name}: history grown by one item; MOPE {spec.name} ({spec.tokenizer_model or spec.name} "
         f"encoding), max_history_items={ctx.max_history_items}, prompt tokens per call"
     )
-    for title, rows in (("stored profile = keyword profile", keyword), ("stored profile = largest allowed", largest)):
+    for title, rows in tables.items():
         print("\n".join(report(title, rows)))
         full_windows = [r for r in rows if r.window == ctx.max_history_items]
         if full_windows:
