@@ -29,6 +29,7 @@ from m3rec_graph.errors import (
     ProviderAuthError,
 )
 from m3rec_graph.integrations.embed import as_node, as_tool, astream_progress
+from m3rec_graph.integrations.shopper import as_shopper_tool
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.llm.routing import PRESETS, context_for, default_preset
 from m3rec_graph.local.server import local_server
@@ -109,6 +110,7 @@ __all__ = [
     "UnknownItemError",
     "aforget",
     "as_node",
+    "as_shopper_tool",
     "as_tool",
     "astream_progress",
     "build_graph",

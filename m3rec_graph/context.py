@@ -195,6 +195,11 @@ class M3RecContext:
     max_history_items: int = 20
     """MOPE reads the most recent items only: the method targets short histories, and
     a 200-item history would overflow a small model's context."""
+    max_incremental_items: int = 3
+    """Profile memory: when the stored profile's history window is this window minus up to
+    this many newest items (the window may also have slid by as many of its oldest items,
+    once `max_history_items` is reached), MOPE updates the stored profile from the new items
+    only, when that prompt is shorter than the whole window's (`m3rec_graph.stages.incremental`). 0: exact-match memory only, as `m3rec eval` runs."""
     max_schema_retries: int = 2
     """Re-asks with the validation error after a failed answer, per stage call."""
     seed: int = 0
@@ -238,10 +243,14 @@ class M3RecContext:
                     object.__setattr__(self, f.name, f.default_factory())
         _check_type("routing", self.routing, (str, type(None)))
         _check_type("allow_retired", self.allow_retired, (bool,))
-        for name in ("mar_chunk_size", "max_history_items", "max_schema_retries", "seed"):
+        for name in ("mar_chunk_size", "max_history_items", "max_incremental_items", "max_schema_retries", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigurationError(f"bad context setting {name}={value!r}: expected an integer")
+        if self.max_incremental_items < 0:
+            raise ConfigurationError(
+                f"bad context setting max_incremental_items={self.max_incremental_items}: expected 0 or more"
+            )
         _check_choice("mar_mode", self.mar_mode, get_args(MarMode))
         _check_choice("ablation", self.ablation, ABLATIONS)
         if isinstance(self.today, dt.date):  # context_for(today=date)

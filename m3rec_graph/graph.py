@@ -37,6 +37,12 @@ registry happens in a worker thread (`load_run_files`), and the trait cache (SQL
 is read and written in worker threads. The chat model factory builds its clients
 where the stage nodes call it, on the loop.
 
+Profile memory (`prepare`): the stored profile of exactly this history window is
+served without a MOPE call; else, if the window only grew by a few items
+(`M3RecContext.max_incremental_items`) and the incremental prompt is the shorter,
+the MOPE task carries the stored profile of the shorter window and reads only the
+new items (`stages.incremental`); else MOPE profiles the whole window.
+
 The ablations (`M3RecContext.ablation`) configure this same graph: `no_mope` sends
 no MOPE task, `no_mote` no MOTE tasks, and `no_mar` goes from `collect_traits`
 straight to `rank`, which scores every candidate by profile-trait overlap. A
@@ -75,9 +81,15 @@ from m3rec_graph.stages.fuse import (
     needs_motivations,
     runs_mar,
 )
+from m3rec_graph.stages.incremental import find_incremental_base, incremental_version
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mar import MarStage
-from m3rec_graph.stages.mope import DEFAULT_PROFILE_TTL_DAYS, MopeStage, profile_key
+from m3rec_graph.stages.mope import (
+    DEFAULT_PROFILE_TTL_DAYS,
+    MopeStage,
+    incremental_saving,
+    profile_key,
+)
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.stages.order import shown_order
 from m3rec_graph.state import (
@@ -86,6 +98,7 @@ from m3rec_graph.state import (
     MarCandidate,
     MarTask,
     MemoryReport,
+    MopeState,
     MopeTask,
     MoteTask,
     RecInput,
@@ -207,7 +220,7 @@ async def prepare(
     sends: list[Send] = [Send("mote", MoteTask(item=item)) for item in to_look_up if item.item_id not in stored]
 
     profile: MotivationProfile | None = None  # until this run's MOPE task answers
-    profile_memory: Literal["hit", "miss", "off"] = "off"
+    profile_memory: Literal["hit", "incremental", "miss", "off"] = "off"
     recent = recent_history(request, ctx)
     if skip_mope:
         profile = fallback_profile(
@@ -217,11 +230,19 @@ async def prepare(
             else "MOPE skipped: fusion gives mar and overlap no weight",
         )
     elif request.history:
+        task = MopeTask(user_id=request.user_id, history=recent)
         if store is not None:
-            profile = await read_profile(store, profile_key(request.user_id, recent, ctx))
+            key = profile_key(request.user_id, recent, ctx)
+            profile = await read_profile(store, key, incremental_version=incremental_version(ctx))
             profile_memory = "hit" if profile is not None else "miss"
+            # Not stored: a grown history updates the shorter window's profile instead,
+            # when that prompt is the shorter one (`incremental_saving`).
+            if profile is None and (base := await find_incremental_base(store, key, ctx)) is not None:
+                if incremental_saving(MopeState(user_id=request.user_id, history=recent, incremental=base), ctx) > 0:
+                    task["incremental"] = base
+                    profile_memory = "incremental"
         if profile is None:
-            sends.insert(0, Send("mope", MopeTask(user_id=request.user_id, history=recent)))
+            sends.insert(0, Send("mope", task))
     else:
         profile = fallback_profile([])
         degraded.append({"stage": "mope", "item_id": None, "reason": "empty history"})

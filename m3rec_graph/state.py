@@ -98,10 +98,13 @@ class FusionReport(TypedDict):
 class MemoryReport(TypedDict):
     """What this run found in the store (next to `usage`: a hit is a call not made)."""
 
-    profile: Literal["hit", "miss", "off"]
+    profile: Literal["hit", "incremental", "miss", "off"]
     """`hit`: the profile for exactly this history window and MOPE settings was stored, no
-    MOPE call; `miss`: MOPE ran (and its valid answer was stored); `off`: no profile
-    memory (no history, the `no_mope` ablation, or a deprecated `trait_cache=` graph)."""
+    MOPE call; `incremental`: the stored profile of this window minus its newest few items
+    was updated by an incremental MOPE call that read only those items
+    (`M3RecContext.max_incremental_items`; only when that prompt is the shorter); `miss`: MOPE profiled the whole window (a valid
+    answer is stored either way); `off`: no profile memory (no history, the `no_mope`
+    ablation, or a deprecated `trait_cache=` graph)."""
     traits_hit: int
     """Candidates whose traits came from the store (no MOTE call)."""
     traits_miss: int
@@ -157,11 +160,25 @@ class LoopState(TypedDict, total=False):
     degraded: Annotated[list[Degradation], operator.add]
 
 
+class IncrementalBase(TypedDict):
+    """What an incremental MOPE task starts from: a stored profile and the items it has not seen."""
+
+    profile: MotivationProfile
+    """The stored profile of the window before it grew."""
+    new_items: int
+    """How many of the task's newest history items the stored profile has not seen (>= 1)."""
+    increments: int
+    """Incremental updates since the last full profile, this one included (recorded in the store)."""
+
+
 class MopeTask(TypedDict):
     """Payload of `Send("mope", ...)`."""
 
     user_id: str
     history: list[Item]
+    """The whole history window the profile is for (its key), oldest first."""
+    incremental: NotRequired[IncrementalBase]
+    """Set when the stored profile of a shorter window is updated instead of re-profiling."""
 
 
 class MoteTask(TypedDict):

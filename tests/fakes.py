@@ -128,6 +128,22 @@ def history_ids_in(prompt: str) -> list[str]:
     return re.findall(r"^\[([^\]]+)\]", block, flags=re.MULTILINE)
 
 
+def is_incremental(prompt: str) -> bool:
+    """Whether a MOPE prompt is the incremental one (a stored profile plus new items)."""
+    return "<new_items>" in prompt
+
+
+def new_item_ids_in(prompt: str) -> list[str]:
+    """The `[id]` lines of an incremental MOPE prompt's new items."""
+    block = prompt.rsplit("<new_items>", 1)[1].split("</new_items>")[0]
+    return re.findall(r"^\[([^\]]+)\]", block, flags=re.MULTILINE)
+
+
+def evidence_ids_in(prompt: str) -> list[str]:
+    """Ids a MOPE answer may cite: the history's, or an incremental prompt's new items."""
+    return new_item_ids_in(prompt) if is_incremental(prompt) else history_ids_in(prompt)
+
+
 def item_id_in(prompt: str) -> str:
     block = prompt.rsplit("<item>", 1)[1].split("</item>")[0]
     match = re.search(r"\[([^\]]+)\]", block)
@@ -149,7 +165,7 @@ def default_responder(score_of: Callable[[str], int] = lambda _: 5) -> Responder
 
     def respond(stage: str, prompt: str) -> str:
         if stage == "mope":
-            return json.dumps(profile_answer(history_ids_in(prompt)))
+            return json.dumps(profile_answer(evidence_ids_in(prompt)))
         if stage == "mote":
             return json.dumps(traits_answer())
         if "<candidates>" in prompt:

@@ -180,12 +180,18 @@ def ranker_scorer(spec: MethodSpec, ranker: Ranker, slice_: EvalSlice) -> "Score
 def m3rec_context(
     spec: MethodSpec, seed: int, prompt_overrides: Mapping[str, str] | None = None
 ) -> M3RecContext:
-    """The graph context of an m3rec method (its preset and ablation; the run's seed and prompt files)."""
+    """The graph context of an m3rec method (its preset and ablation; the run's seed and prompt files).
+
+    Profile memory is exact-match only (`max_incremental_items=0`): an incrementally
+    updated profile depends on which shorter history was profiled before, so serving
+    one would make a user's result depend on the order users run in.
+    """
     return context_for(
         cast(str, spec.routing),
         seed=seed,
         ablation=spec.ablation,
         prompt_overrides=dict(prompt_overrides or {}),
+        max_incremental_items=0,
     )
 
 

@@ -6,6 +6,7 @@ source of truth:
 | prompt file | hub name |
 |---|---|
 | `prompts/mope.toml` | `m3rec-mope` |
+| `prompts/mope_incremental.toml` | `m3rec-mope-incremental` |
 | `prompts/mote.toml` | `m3rec-mote` |
 | `prompts/mar_listwise.toml` | `m3rec-mar` |
 | `prompts/mar_pointwise.toml` | `m3rec-mar-pointwise` |

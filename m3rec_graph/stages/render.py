@@ -4,6 +4,7 @@ Item text itself (sanitised, capped, hashed) comes from `m3rec_graph.text.item_t
 """
 
 import json
+from collections.abc import Sequence
 
 from m3rec_graph.contracts.schemas import (
     DIMENSION_DESCRIPTIONS,
@@ -23,6 +24,23 @@ def dimensions_block() -> str:
 def history_block(history: list[Item]) -> str:
     """Render the history oldest first, one `[item_id] text` line per item."""
     return "\n".join(f"[{item.item_id}] {item_text(item)}" for item in history)
+
+
+def previous_profile_block(profile: MotivationProfile, window_ids: Sequence[str]) -> str:
+    """Render a stored profile for the incremental MOPE prompt, on the answer's own scale (0-10).
+
+    One compact line per dimension (`aesthetic 9: id1, id2`): the prompt's whole point
+    is to be shorter than the history it stands for. Evidence ids that left the
+    history window (it slides once `max_history_items` is reached) are dropped: the
+    answer may cite only ids of the current window.
+    """
+    kept = set(window_ids)
+    lines = []
+    for dim in Dimension:
+        entry = profile.dimension(dim)
+        evidence = [item_id for item_id in entry.evidence if item_id in kept]
+        lines.append(f"{dim.value} {round(entry.strength * 10)}: {', '.join(evidence) or '-'}")
+    return "\n".join([*lines, f"summary: {clean_text(profile.summary, 800)}"])
 
 
 def profile_block(profile: MotivationProfile) -> str:

@@ -10,12 +10,17 @@ validated LLM answers are written; fallbacks never are.
 
     ("m3rec", "traits", <mote model>, <mote prompt version>)  key <item id>:<text hash>
     ("m3rec", "profiles", <user id>)                            key sha256(profile key parts)
+
+A profile value also records its window, its MOPE settings and whether an
+incremental MOPE call made it (`incremental_version`), so the shopper's stored
+profiles can be searched for one whose window the current one extends.
 """
 
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from langgraph.store.base import BaseStore, GetOp, PutOp, SearchOp
@@ -157,20 +162,96 @@ def profile_namespace(user_id: str) -> tuple[str, ...]:
     return (ROOT, "profiles", label(user_id))
 
 
-async def read_profile(store: BaseStore, key: ProfileKey) -> MotivationProfile | None:
-    """Return the profile stored under exactly `key`, or None."""
+@dataclass(frozen=True)
+class StoredProfile:
+    """A stored profile with what it was made from (a base for an incremental update)."""
+
+    profile: MotivationProfile
+    window: tuple[tuple[str, str], ...]
+    """The history window it profiles, oldest first: (item id, text hash) per item."""
+    incremental_version: str | None
+    """The incremental MOPE prompt version that updated it last; None: a full MOPE profile."""
+    increments: int
+    """Incremental updates since the last full profile (0 for a full one)."""
+    updated_at: datetime
+
+
+async def read_profile(
+    store: BaseStore, key: ProfileKey, *, incremental_version: str | None = None
+) -> MotivationProfile | None:
+    """Return the profile stored under exactly `key`, or None.
+
+    A profile an incremental MOPE call produced is returned only when
+    `incremental_version` is the version of the incremental prompt that made it; by
+    default only full profiles are (exact-match memory, as `m3rec eval` uses it, so
+    a result never depends on which histories were served before).
+    """
     (result,) = await run_ops(store, [GetOp(profile_namespace(key.user_id), key.key)])
+    stored = _stored_profile(result)
+    if stored is None or not _servable(stored, incremental_version):
+        return None
+    return stored.profile
+
+
+async def read_profile_bases(
+    store: BaseStore, key: ProfileKey, *, incremental_version: str, limit: int = 100
+) -> list[StoredProfile]:
+    """Return the shopper's stored profiles made under `key`'s MOPE settings, newest first.
+
+    These are the candidate bases of an incremental update (their windows are compared
+    with `key.window` by the caller). Only the `limit` most recently written are read:
+    SQLite and PostgreSQL stores search newest first.
+    """
+    (found,) = await run_ops(store, [SearchOp(profile_namespace(key.user_id), limit=limit)])
+    bases = []
+    for result in found if isinstance(found, list) else []:
+        stored = _stored_profile(result)
+        if (
+            isinstance(result, StoreItem)
+            and stored is not None
+            and _servable(stored, incremental_version)
+            and all(result.value.get(f) == getattr(key, f) for f in _SETTINGS)
+        ):
+            bases.append(stored)
+    return sorted(bases, key=lambda b: b.updated_at, reverse=True)
+
+
+_SETTINGS = ("model", "effort", "prompt_version", "ablation")
+"""The MOPE settings of a profile key besides its window: a base must match them all."""
+
+
+def _stored_profile(result: Any) -> StoredProfile | None:
     if not isinstance(result, StoreItem) or result.value.get("format") != FORMAT:
         return None
-    return MotivationProfile.model_validate(result.value["profile"])
+    value = result.value
+    return StoredProfile(
+        profile=MotivationProfile.model_validate(value["profile"]),
+        window=tuple((str(item_id), str(hash_)) for item_id, hash_ in value["window"]),
+        incremental_version=value.get("incremental_version"),
+        increments=int(value.get("increments", 0)),
+        updated_at=result.updated_at,
+    )
+
+
+def _servable(stored: StoredProfile, incremental_version: str | None) -> bool:
+    return stored.incremental_version is None or stored.incremental_version == incremental_version
 
 
 async def write_profile(
-    store: BaseStore, key: ProfileKey, profile: MotivationProfile, *, ttl_minutes: float | None
+    store: BaseStore,
+    key: ProfileKey,
+    profile: MotivationProfile,
+    *,
+    ttl_minutes: float | None,
+    incremental_version: str | None = None,
+    increments: int = 0,
 ) -> None:
     """Store one validated MOPE profile under `key`, expiring after `ttl_minutes` (None: never).
 
-    A store without TTL support (`InMemoryStore`) keeps it for its own lifetime.
+    A store without TTL support (`InMemoryStore`) keeps it for its own lifetime. An
+    incrementally updated profile goes under its window's key like a full one, marked
+    with the incremental prompt's version (which `read_profile` checks) and the number
+    of `increments` since the last full profile; a later full profile replaces it.
     """
     value = {
         "format": FORMAT,
@@ -180,6 +261,8 @@ async def write_profile(
         "effort": key.effort,
         "prompt_version": key.prompt_version,
         "ablation": key.ablation,
+        "incremental_version": incremental_version,
+        "increments": increments,
     }
     # A PutOp passed to `abatch` carries its own TTL (the store's `default_ttl` applies
     # only through `put`), so the expiry is always explicit here.

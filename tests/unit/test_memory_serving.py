@@ -53,11 +53,14 @@ def test_a_second_recommend_for_the_same_history_calls_neither_mope_nor_mote(
     assert second["usage"]["stages"]["mope"]["calls"] == 0
     assert second["profile"] == first["profile"]
 
-    # One more item in the history: another window, so MOPE runs again (traits stay).
+    # One more item in the history: another window, so MOPE runs again (traits stay),
+    # as an incremental update of the stored profile: one MOPE call, on its own prompt.
     grown = {**shopper, "history": [*shopper["history"], shopper["candidates"][0]]}
     request_file.write_text(json.dumps(grown), encoding="utf-8")
+    before = stage_calls(strict_openai)
     third = recommend(request_file, "--store", store, capsys=capsys)
-    assert third["memory"]["profile"] == "miss" and third["memory"]["traits_hit"] == 10
+    assert third["memory"]["profile"] == "incremental" and third["memory"]["traits_hit"] == 10
+    assert stage_calls(strict_openai)["mope"] - before["mope"] == 1
 
     # forget: the shopper's profiles are gone, so the original history misses again.
     main(["forget", shopper["user_id"], "--store", store])

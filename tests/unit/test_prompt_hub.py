@@ -32,6 +32,7 @@ from tests.langsmith_hub_stub import PromptHubStub
 
 HUB_NAMES = {
     "mope": "m3rec-mope",
+    "mope_incremental": "m3rec-mope-incremental",
     "mote": "m3rec-mote",
     "mar_listwise": "m3rec-mar",
     "mar_pointwise": "m3rec-mar-pointwise",
@@ -130,7 +131,7 @@ def test_pull_of_the_same_wording_leaves_the_file_alone(client: Client, prompts_
     push_prompts(client)
     before = snapshot(prompts_copy)
     results = pull_prompts(client, directory=prompts_copy)
-    assert [r.changed for r in results] == [False] * 4
+    assert [r.changed for r in results] == [False] * len(HUB_NAMES)
     assert snapshot(prompts_copy) == before  # byte-identical, and not rewritten
 
 
