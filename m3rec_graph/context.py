@@ -95,7 +95,9 @@ class ModelSpec:
         rps = self.requests_per_second
         is_number = isinstance(rps, int | float) and not isinstance(rps, bool)
         if rps is not None and not (is_number and math.isfinite(rps) and rps > 0):
-            raise ConfigurationError(f"{self.name}: requests_per_second must be a number > 0, got {rps!r}")
+            raise ConfigurationError(
+                f"{self.name}: requests_per_second must be a number > 0, got {rps!r}"
+            )
         for name in ("tokens_per_minute", "max_inflight_requests"):
             value = getattr(self, name)
             is_int = isinstance(value, int) and not isinstance(value, bool)
@@ -130,7 +132,9 @@ class FrozenMap(dict[K, V]):
         return (type(self), (dict(self),))
 
     def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("a context's mappings are read-only: build a new context (dataclasses.replace)")
+        raise TypeError(
+            "a context's mappings are read-only: build a new context (dataclasses.replace)"
+        )
 
     __setitem__ = __delitem__ = _read_only
     clear = pop = popitem = setdefault = update = __ior__ = _read_only
@@ -205,7 +209,9 @@ class M3RecContext:
         for name in ("mar_chunk_size", "max_history_items", "max_schema_retries", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigurationError(f"bad context setting {name}={value!r}: expected an integer")
+                raise ConfigurationError(
+                    f"bad context setting {name}={value!r}: expected an integer"
+                )
         _check_choice("mar_mode", self.mar_mode, get_args(MarMode))
         _check_choice("ablation", self.ablation, ABLATIONS)
         if isinstance(self.today, dt.date):  # context_for(today=date)
@@ -215,7 +221,9 @@ class M3RecContext:
             try:
                 dt.date.fromisoformat(self.today)
             except ValueError as exc:
-                raise ConfigurationError(f"bad context setting today={self.today!r}: expected YYYY-MM-DD") from exc
+                raise ConfigurationError(
+                    f"bad context setting today={self.today!r}: expected YYYY-MM-DD"
+                ) from exc
         models = _frozen_map("models", self.models)
         for stage, model in models.items():
             if stage not in STAGES or not model.strip():
@@ -235,7 +243,9 @@ class M3RecContext:
                 )
         object.__setattr__(self, "models", FrozenMap({s: m.strip() for s, m in models.items()}))
         object.__setattr__(self, "efforts", efforts)
-        object.__setattr__(self, "prompt_overrides", _frozen_map("prompt_overrides", self.prompt_overrides))
+        object.__setattr__(
+            self, "prompt_overrides", _frozen_map("prompt_overrides", self.prompt_overrides)
+        )
 
     @classmethod
     def coerce(cls, value: object) -> "M3RecContext":
@@ -329,15 +339,21 @@ def _check_type(name: str, value: object, types: tuple[type, ...]) -> None:
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigurationError(f"bad context setting {name}={value!r}: expected one of {', '.join(choices)}")
+        raise ConfigurationError(
+            f"bad context setting {name}={value!r}: expected one of {', '.join(choices)}"
+        )
 
 
 def _frozen_map(name: str, value: object) -> FrozenMap[Any, Any]:
     if isinstance(value, FrozenMap):
         return value
     if not isinstance(value, Mapping):
-        raise ConfigurationError(f"bad context setting {name}={value!r}: expected a mapping of names to names")
+        raise ConfigurationError(
+            f"bad context setting {name}={value!r}: expected a mapping of names to names"
+        )
     pairs = dict(value.items())
     if not all(isinstance(key, str) and isinstance(item, str) for key, item in pairs.items()):
-        raise ConfigurationError(f"bad context setting {name}={value!r}: keys and values must be strings")
+        raise ConfigurationError(
+            f"bad context setting {name}={value!r}: keys and values must be strings"
+        )
     return FrozenMap(pairs)

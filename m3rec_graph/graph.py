@@ -117,7 +117,9 @@ _files_loaded = False
 
 
 def _run_files_loaded(ctx: M3RecContext) -> bool:
-    return _files_loaded and all(is_loaded(name, ctx.prompt_overrides.get(name)) for name in PROMPT_NAMES)
+    return _files_loaded and all(
+        is_loaded(name, ctx.prompt_overrides.get(name)) for name in PROMPT_NAMES
+    )
 
 
 async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
@@ -143,7 +145,9 @@ async def prepare(
     state: State, runtime: Runtime[M3RecContext], *, legacy_traits: TraitMemory | None
 ) -> Command[Literal["mope", "mote", "collect_traits"]]:
     """Validate the request, read stored traits and profile, and fan out MOPE plus MOTE for the misses."""
-    request = parse_request({key: value for key, value in state.items() if key in RecInput.__annotations__})
+    request = parse_request(
+        {key: value for key, value in state.items() if key in RecInput.__annotations__}
+    )
     ctx = await run_context(runtime)
     mote_model = ctx.model_for("mote").name
     mote_version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version
@@ -163,15 +167,21 @@ async def prepare(
     to_look_up = []
     for item in request.candidates:
         if ctx.ablation == "no_mote":
-            traits[item.item_id] = neutral_traits("MOTE ablated")  # the configuration, not a failure
+            traits[item.item_id] = neutral_traits(
+                "MOTE ablated"
+            )  # the configuration, not a failure
         elif item.has_text():
             to_look_up.append(item)
         else:
             traits[item.item_id] = neutral_traits("item has no text")
-            degraded.append({"stage": "mote", "item_id": item.item_id, "reason": "item has no text"})
+            degraded.append(
+                {"stage": "mote", "item_id": item.item_id, "reason": "item has no text"}
+            )
     stored = await trait_memory.read(to_look_up, model=mote_model, prompt_version=mote_version)
     traits.update(stored)
-    sends: list[Send] = [Send("mote", MoteTask(item=item)) for item in to_look_up if item.item_id not in stored]
+    sends: list[Send] = [
+        Send("mote", MoteTask(item=item)) for item in to_look_up if item.item_id not in stored
+    ]
 
     profile: MotivationProfile | None = None  # until this run's MOPE task answers
     profile_memory: Literal["hit", "miss", "off"] = "off"
@@ -192,7 +202,9 @@ async def prepare(
     # run's values, which the reducers would add to and the joins would take for this run's.
     update: dict[str, Any] = {
         "request": request,
-        "shown_order": shown_order([c.item_id for c in request.candidates], request.user_id, ctx.seed),
+        "shown_order": shown_order(
+            [c.item_id for c in request.candidates], request.user_id, ctx.seed
+        ),
         "profile": profile,
         "traits": Overwrite(traits),
         "scores": Overwrite({}),
@@ -201,7 +213,9 @@ async def prepare(
         "truncated": truncated,
         "ranking": [],
         "usage": usage_report([]),
-        "memory": MemoryReport(profile=profile_memory, traits_hit=len(stored), traits_miss=to_encode),
+        "memory": MemoryReport(
+            profile=profile_memory, traits_hit=len(stored), traits_miss=to_encode
+        ),
     }
     ready = len(request.candidates) - to_encode  # stored, or without text
     runtime.stream_writer(
@@ -210,7 +224,9 @@ async def prepare(
     return Command(update=update, goto=sends or "collect_traits")
 
 
-async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["mar", "rank"]]:
+async def collect_traits(
+    state: State, runtime: Runtime[M3RecContext]
+) -> Command[Literal["mar", "rank"]]:
     """Join MOPE and MOTE, then send MAR one task per listwise chunk (or per candidate).
 
     The `no_mar` ablation goes straight to `rank` instead. Every finished MOPE/MOTE
@@ -250,12 +266,16 @@ async def rank(state: State, runtime: Runtime[M3RecContext]) -> dict[str, Any]:
     and scores every candidate by profile-trait overlap.
     """
     order, scores = state["shown_order"], state["scores"]
-    if get_context(runtime).ablation != "no_mar" and any(item_id not in scores for item_id in order):
+    if get_context(runtime).ablation != "no_mar" and any(
+        item_id not in scores for item_id in order
+    ):
         return {}
     request, profile = state["request"], state["profile"]
     assert profile is not None  # collect_traits proceeded
     aligned = [
-        scores[item_id] if item_id in scores else overlap_alignment(item_id, profile, state["traits"][item_id])
+        scores[item_id]
+        if item_id in scores
+        else overlap_alignment(item_id, profile, state["traits"][item_id])
         for item_id in order
     ]
     ordered = [s for _, s in sorted(enumerate(aligned), key=lambda pair: (-pair[1].score, pair[0]))]
@@ -311,7 +331,9 @@ def build_graph(
         )
         legacy = LegacyTraitMemory(trait_cache)
     # Nodes read the context through `get_context()`, which also takes a dict and refuses foreign objects.
-    builder = StateGraph(State, context_schema=context_schema, input_schema=RecInput, output_schema=RecOutput)
+    builder = StateGraph(
+        State, context_schema=context_schema, input_schema=RecInput, output_schema=RecOutput
+    )
     # `destinations` draws the Command edges: partial() hides the return annotation.
     builder.add_node(
         "prepare",

@@ -17,6 +17,7 @@ from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
     Serving,
+    check_fused_graph_available,
     m3rec_context,
     m3rec_graph_for,
     m3rec_scorer,
@@ -51,6 +52,7 @@ from m3rec_graph.evaluation.store import (
     read_settings,
     run_lock,
 )
+from m3rec_graph.fusion import FusionConfig, load_fusion_config
 from m3rec_graph.integrations.runner import serving
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.prompts.loader import PromptName, load_prompt
@@ -91,6 +93,8 @@ def run_evaluation(
     plots: bool = True,
     langsmith: bool = False,
     prompt_overrides: Mapping[str, str] | None = None,
+    fusion: Path | None = None,
+    allow_sampling_mismatch: bool = False,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -132,6 +136,7 @@ def run_evaluation(
     if n_boot < 0:
         raise EvaluationError(f"--n-boot must be >= 0, got {n_boot}")
     overrides = _checked_prompt_overrides(prompt_overrides or {})
+    fusion_config = _checked_fusion(fusion, methods)
     slices = slices_for(cold_start)
     dataset = load_dataset(settings.dataset)
     with run_lock(out_dir):
@@ -147,6 +152,11 @@ def run_evaluation(
             concurrency=concurrency,
             sasrec_config=sasrec_config,
             prompt_overrides=overrides,
+            cases=cases,
+            sampling=settings.sampling,
+            fusion_config=fusion_config,
+            fusion_source=str(fusion) if fusion is not None else "",
+            allow_sampling_mismatch=allow_sampling_mismatch,
         )
         computed, wall, experiments = _score(methods, slices, cases, env, langsmith=langsmith)
         return _report(
@@ -166,6 +176,24 @@ def _checked_prompt_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
         except ConfigurationError as exc:
             raise EvaluationError(str(exc)) from None
     return dict(overrides)
+
+
+def _checked_fusion(path: Path | None, methods: Sequence[MethodSpec]) -> FusionConfig | None:
+    """Load `--fusion` before anything runs; refuse fused graph methods this build cannot run yet."""
+    for spec in methods:
+        if spec.kind == "m3rec" and spec.fused:
+            check_fused_graph_available(spec)
+            if path is None:
+                raise EvaluationError(
+                    f"{spec.key} needs --fusion FILE for now: fitting the MAR signal on the"
+                    " validation split (an LLM run on validation cases) is not implemented yet"
+                )
+    if path is None:
+        return None
+    try:
+        return load_fusion_config(path)
+    except ConfigurationError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def _score(
@@ -210,7 +238,9 @@ def _score(
                     ranker = ranker or make_ranker(spec, env)
                 if langsmith:
                     scorer = (
-                        m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides)
+                        m3rec_scorer(
+                            spec, slice_, graph, env.seed, env.prompt_overrides, env.fusion_config
+                        )
                         if graph is not None and spec.kind == "m3rec"
                         else ranker_scorer(spec, cast(Ranker, ranker), slice_)
                     )
