@@ -12,6 +12,14 @@ from typing import Any, TextIO, cast
 from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.baselines import Ranker
+from m3rec_graph.evaluation.breakdowns import (
+    BucketReport,
+    PairedGain,
+    breakdowns_document,
+    format_breakdowns,
+    history_breakdown,
+    paired_gains,
+)
 from m3rec_graph.evaluation.datasets import EvalCase, load_dataset
 from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
@@ -258,6 +266,27 @@ def _score(
     return computed, wall, experiments
 
 
+def _breakdowns(
+    results: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    users: Sequence[str],
+    methods: Sequence[str],
+    slices: Sequence[str],
+    n_boot: int,
+    seed: int,
+) -> tuple[list[PairedGain], list[BucketReport]]:
+    """Paired gains over SASRec on every slice, and the full slice by history length."""
+
+    def by_method(slice_name: str) -> dict[str, dict[str, Mapping[str, Any]]]:
+        found = {
+            m: {u: results[(m, slice_name, u)] for u in users if (m, slice_name, u) in results}
+            for m in methods
+        }
+        return {m: lines for m, lines in found.items() if lines}
+
+    gains = [g for s in slices for g in paired_gains(s, by_method(s), n_boot=n_boot, seed=seed)]
+    return gains, history_breakdown(by_method("full"), n_boot=n_boot, seed=seed)
+
+
 def _report(
     out_dir: Path,
     cases: Sequence[EvalCase],
@@ -299,8 +328,14 @@ def _report(
     chance = chance_metrics(int(settings["negatives"]) + 1)
     drawn = write_plots(out_dir, by_slice, chance) if plots else []
     report = format_report(settings, by_slice, n_boot=n_boot, plots=drawn)
+    gains, buckets = _breakdowns(
+        results, users, method_order, slice_order, n_boot, settings["seed"]
+    )
+    extra = format_breakdowns(gains, buckets)
+    report = report + "\n" + extra + "\n" if extra else report
     atomic_write_text(out_dir / REPORT_FILE, report)
     document = results_document(settings, by_slice, n_boot=n_boot, wall_seconds=wall)
+    document.update(breakdowns_document(gains, buckets))
     if experiments:
         document["langsmith_experiments"] = experiments
     atomic_write_text(

@@ -220,3 +220,40 @@ def test_fused_graph_methods_say_what_they_need(tmp_path: Path) -> None:
         with pytest.raises(EvaluationError, match="needs --fusion FILE"):
             run_evaluation(settings(), methods, tmp_path / "f", progress=io.StringIO(), plots=False)
     assert not (tmp_path / "f").exists()
+
+
+# --------------------------------------------------------------------------- report breakdowns
+
+
+def test_paired_difference_by_hand() -> None:
+    from m3rec_graph.evaluation.metrics import paired_difference
+
+    # HR@10 per user: method 1,0,1,0; baseline 1,1,0,0 -> differences 0,-1,+1,0, mean 0
+    gain = paired_difference([1, 20, 3, 11], [2, 2, 30, 50], "HR@10", n_boot=500, seed=0)
+    assert gain.mean == 0.0 and -1.0 <= gain.low < 0.0 < gain.high <= 1.0
+    same = paired_difference([4, 7], [4, 7], "NDCG@10", n_boot=100)
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="equal length"):
+        paired_difference([1], [1, 2], "HR@10")
+
+
+def test_breakdowns_pair_users_and_bucket_history_lengths() -> None:
+    from m3rec_graph.evaluation.breakdowns import bucket_of, history_breakdown, paired_gains
+
+    assert [bucket_of(n) for n in (1, 4, 5, 7, 8, 15, 16, 200)] == [
+        "<=4", "<=4", "5-7", "5-7", "8-15", "8-15", ">15", ">15",
+    ]  # fmt: skip
+    records = {
+        "sasrec": {"u1": {"rank": 20, "history_items": 4}, "u2": {"rank": 1, "history_items": 9}},
+        "text": {"u1": {"rank": 1, "history_items": 4}, "u2": {"rank": 1, "history_items": 9}},
+    }
+    (gain,) = paired_gains("full", records, n_boot=0)
+    assert (gain.method, gain.users, gain.deltas["HR@10"].mean) == ("text", 2, 0.5)
+    assert paired_gains("full", {"text": records["text"]}) == []
+    buckets = {(b.method, b.bucket): b.users for b in history_breakdown(records, n_boot=0)}
+    assert buckets == {
+        ("sasrec", "<=4"): 1,
+        ("sasrec", "8-15"): 1,
+        ("text", "<=4"): 1,
+        ("text", "8-15"): 1,
+    }
