@@ -109,8 +109,9 @@ def fit_on_validation(
     prior_name: str,
     method: FitMethod = DEFAULT_FIT,
     n_boot: int = 2000,
+    signals: Sequence[Signal] | None = None,
 ) -> ValidationFit:
-    """Fit the weights of `text` (+ `prior`) on the validation split of `test_cases`; never on test targets.
+    """Fit the weights of `signals` (default `text`, plus `prior` with a prior) on the validation split of `test_cases`; never on test targets.
 
     Raises:
         EvaluationError: No user has a validation case, or the fit fails.
@@ -119,10 +120,14 @@ def fit_on_validation(
     cases = validation_cases(dataset, test_cases, seed=seed, sampling=sampling)
     if not cases:
         raise EvaluationError("no user has a validation item (every sequence has two items)")
-    signals = case_signals(cases, text, prior)
-    names: list[Signal] = ["text"] if prior is None else ["text", "prior"]
+    values = case_signals(cases, text, prior)
+    default: list[Signal] = ["text"] if prior is None else ["text", "prior"]
+    names = list(signals) if signals is not None else default
+    missing = [s for s in names if s not in values[0]]
+    if missing:
+        raise EvaluationError(f"no {', '.join(missing)} signal to fit (a prior needs --prior)")
     try:
-        result = fit_weights(fit_groups(cases, signals), names, method)
+        result = fit_weights(fit_groups(cases, values), names, method)
     except FitError as exc:
         raise EvaluationError(f"fusion fit: {exc}") from None
     config = fitted_config(
@@ -142,8 +147,8 @@ def fit_on_validation(
     metrics = {
         label: summarise(
             [
-                rank_of(case.target_id, fused_ranking(case, values, cfg))
-                for case, values in zip(cases, signals, strict=True)
+                rank_of(case.target_id, fused_ranking(case, signal, cfg))
+                for case, signal in zip(cases, values, strict=True)
             ],
             n_boot=n_boot,
             seed=seed,

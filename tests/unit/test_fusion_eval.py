@@ -257,3 +257,73 @@ def test_breakdowns_pair_users_and_bucket_history_lengths() -> None:
         ("text", "<=4"): 1,
         ("text", "8-15"): 1,
     }
+
+
+# --------------------------------------------------------------------------- m3rec fit-fusion
+
+
+def fit_cli(argv: list[str]) -> int:
+    from m3rec_graph.cli import app as cli
+
+    try:
+        cli.main(["fit-fusion", *argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_fit_fusion_writes_a_config_and_prints_validation_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "configs" / "beauty.json"
+    argv = ["--dataset", str(BEAUTY), "--prior", "popularity", "--signals", "text,prior",
+            "--users", "30", "--negatives", "19", "--n-boot", "50", "--out", str(out)]  # fmt: skip
+    assert fit_cli(argv) == 0
+    config = FusionConfig.model_validate_json(out.read_text())
+    assert set(config.weights) == {"text", "prior"} and config.fitted["prior"] == "popularity"
+    printed = capsys.readouterr().out
+    assert f"fusion config {config.version}" in printed
+    for row in ("fused", "text", "prior"):
+        assert f"validation {row}: HR@10 " in printed
+    # the eval run on the same settings fits the same config on its own validation split
+    run_evaluation(
+        settings(), parse_methods("fusion:popularity+text"), tmp_path / "run",
+        progress=io.StringIO(), n_boot=0, plots=False,
+    )  # fmt: skip
+    assert (tmp_path / "run" / "fusion-popularity.json").read_text() == out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--signals", "text,bm25"], "unknown signal 'bm25'"),
+        (["--signals", " , "], "--signals is empty"),
+        (["--signals", "text,mar"], "not available yet"),
+        (["--signals", "text", "--prior", "sasrec"], "has no prior"),
+        (["--signals", "text,prior", "--prior", "none"], "--prior is none"),
+        (["--dataset", "no/such/dir"], "dataset directory not found"),
+        (["--users", "0"], "--users must be >= 1"),
+        (["--negatives", "0"], "--negatives must be >= 1"),
+        (["--n-boot", "-1"], "--n-boot must be >= 0"),
+    ],
+)
+def test_fit_fusion_bad_input_is_one_line_and_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    base = {"--dataset": str(BEAUTY), "--prior": "none", "--signals": "text",
+            "--users": "5", "--negatives": "9", "--out": str(tmp_path / "c.json")}  # fmt: skip
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    assert fit_cli([part for pair in base.items() for part in pair]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_fit_fusion_refuses_a_directory_and_an_unknown_prior(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--dataset", str(BEAUTY), "--signals", "text", "--users", "5", "--negatives", "9"]
+    assert fit_cli([*argv, "--prior", "none", "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert fit_cli([*argv, "--prior", "bert4rec", "--out", str(tmp_path / "c.json")]) == 2
+    assert "invalid choice: 'bert4rec'" in capsys.readouterr().err
