@@ -180,7 +180,10 @@ def test_fusion_method_fits_on_validation_and_records_its_config(tmp_path: Path)
     }
     assert alone == text
     assert "validation fused: HR@10" in progress.getvalue()
-    assert "fusion:popularity+text" in run.report
+    assert f"fusion@{stored.version} (fitted on validation)" in run.report
+    document = json.loads((out / "results.json").read_text())
+    recorded = document["slices"]["full"]["fusion:popularity+text"]["config"]["fusion"]
+    assert recorded["version"] == stored.version
 
 
 def test_a_given_config_is_used_and_its_sampling_checked(tmp_path: Path) -> None:
