@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     """Deprecated alias: `M3RecContext` is the one run context."""
 
 
-
 class _Package(types.ModuleType):
     def __setattr__(self, name: str, value: Any) -> None:
         # Importing `m3rec_graph.graph` makes the import system bind the submodule as
@@ -78,6 +77,7 @@ def __getattr__(name: str) -> Any:
         )
         return M3RecContext
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PRESETS",

@@ -38,7 +38,9 @@ def is_unreachable(exc: LangSmithError) -> bool:
     return isinstance(exc, LangSmithConnectionError)
 
 
-def describe(exc: LangSmithError, action: str, api_url: str, *, not_found: str | None = None) -> str:
+def describe(
+    exc: LangSmithError, action: str, api_url: str, *, not_found: str | None = None
+) -> str:
     """Return `"<action>: <why> (<the SDK's first sentence>)"` for a LangSmith error.
 
     Args:

@@ -1,4 +1,4 @@
-"""The `m3rec` command line: recommend, graph, demo, serve, fetch-model, eval, models, cost, encode-items, forget, prompts.
+"""The `m3rec` command line: recommend, graph, demo, serve, fetch-model, eval, fit-fusion, models, cost, encode-items, forget, prompts.
 
 Each command group has its module in `m3rec_graph.cli`; this one builds the top-level
 parser and runs the command. Bad input ends with a one-line message and exit code 2;
@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from m3rec_graph.cli import cost, encode
 from m3rec_graph.cli.eval import add_eval_parser
 from m3rec_graph.cli.forget import add_forget_parser
+from m3rec_graph.cli.fusion import add_fit_fusion_parser
 from m3rec_graph.cli.local import add_local_parsers
 from m3rec_graph.cli.models import add_models_parser
 from m3rec_graph.cli.parsing import Command
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_graph_parser(sub)
     add_local_parsers(sub)
     add_eval_parser(sub)
+    add_fit_fusion_parser(sub)
     add_models_parser(sub)
     cost.add_cost_parser(sub)
     encode.add_encode_parser(sub)

@@ -39,7 +39,9 @@ def _report(case: dict[str, Any], out: dict[str, Any], seconds: float) -> None:
     for item in case["history"]:
         print(f"  - {_title(item)}")
     profile = out["profile"]
-    strengths = ", ".join(f"{d.value} {v:.1f}" for d, v in sorted(profile.strengths().items(), key=lambda kv: -kv[1]))
+    strengths = ", ".join(
+        f"{d.value} {v:.1f}" for d, v in sorted(profile.strengths().items(), key=lambda kv: -kv[1])
+    )
     print(f"profile: {strengths}")
     print(f"  summary: {clean_text(profile.summary, 200)}")
     print("top 5:")
@@ -49,25 +51,38 @@ def _report(case: dict[str, Any], out: dict[str, Any], seconds: float) -> None:
         print(f"  {entry.rank}. [{entry.score:.1f}] {titles[entry.item_id]}{mark}")
         print(f"       matches: {motives}; {clean_text(entry.rationale, 110)}")
     rank = next(e.rank for e in out["ranking"] if e.item_id == case["target_id"])
-    print(f"held-out next item ranked #{rank} of {len(out['ranking'])}: {titles[case['target_id']]}")
+    print(
+        f"held-out next item ranked #{rank} of {len(out['ranking'])}: {titles[case['target_id']]}"
+    )
     if out["degraded"]:
         stages = sorted({d["stage"] for d in out["degraded"]})
         print(f"degraded: {len(out['degraded'])} result(s) from fallbacks in {', '.join(stages)}")
     usage = out["usage"].total
-    print(f"usage: {usage.calls} LLM calls, {usage.input_tokens} in / {usage.output_tokens} out tokens")
+    print(
+        f"usage: {usage.calls} LLM calls, {usage.input_tokens} in / {usage.output_tokens} out tokens"
+    )
 
 
 def run_demo(graph: M3RecGraph, ctx: M3RecContext, *, users: int = 3) -> None:
     """Recommend for the first `users` demo cases and print what happened."""
     cases = load_cases()[:users]
-    print(f"m3rec demo: {len(cases)} Amazon Beauty users, routing '{ctx.routing}' "
-          f"(MOPE {ctx.mope_model.name}, MOTE {ctx.mote_model.name}, MAR {ctx.mar_model.name})")
+    print(
+        f"m3rec demo: {len(cases)} Amazon Beauty users, routing '{ctx.routing}' "
+        f"(MOPE {ctx.mope_model.name}, MOTE {ctx.mote_model.name}, MAR {ctx.mar_model.name})"
+    )
+
     async def run_all() -> list[int]:
         # One event loop for all users: HTTP clients are bound to the loop that opened them.
         ranks = []
         for n, case in enumerate(cases, start=1):
-            print(f"[{n}/{len(cases)}] recommending for {case['user_id']} ...", file=sys.stderr, flush=True)
-            request = RecInput(user_id=case["user_id"], history=case["history"], candidates=case["candidates"])
+            print(
+                f"[{n}/{len(cases)}] recommending for {case['user_id']} ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            request = RecInput(
+                user_id=case["user_id"], history=case["history"], candidates=case["candidates"]
+            )
             started = time.perf_counter()
             out = await graph.ainvoke(request, context=ctx)
             _report(case, dict(out), time.perf_counter() - started)
@@ -80,5 +95,7 @@ def run_demo(graph: M3RecGraph, ctx: M3RecContext, *, users: int = 3) -> None:
         finally:
             flush_traces()
     hits = sum(r <= 10 for r in ranks)
-    print(f"\nheld-out items in the top 10: {hits}/{len(ranks)} (chance: 10 of 20 candidates). "
-          "A handful of users says nothing about quality: use the evaluation harness for that.")
+    print(
+        f"\nheld-out items in the top 10: {hits}/{len(ranks)} (chance: 10 of 20 candidates). "
+        "A handful of users says nothing about quality: use the evaluation harness for that."
+    )

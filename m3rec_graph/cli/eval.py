@@ -17,6 +17,7 @@ from m3rec_graph.evaluation import (
     run_evaluation,
 )
 from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING
+from m3rec_graph.evaluation.settings import PRIORS
 from m3rec_graph.llm.routing import PRESETS
 
 SHARED_DATA = Path("../shared/data/amazon")
@@ -60,8 +61,9 @@ def parse_prompt_files(pairs: list[str]) -> dict[str, str]:
 def add_eval_parser(sub: SubParsers) -> None:
     """Register `m3rec eval` on the `m3rec` sub-command parser."""
     methods_help = (
-        f"comma-separated, from {', '.join(METHOD_KINDS)}; m3rec[:PRESET][:ABLATION] with a preset from"
-        f" {', '.join(PRESETS)} and an ablation from {', '.join(a for a in ABLATIONS if a != 'none')}"
+        f"comma-separated, from {', '.join(METHOD_KINDS)}; fusion:PRIOR+text (PRIOR: {', '.join(PRIORS)});"
+        f" m3rec[:PRESET][:ABLATION][:fused[+PRIOR]] with a preset from {', '.join(PRESETS)} and an"
+        f" ablation from {', '.join(a for a in ABLATIONS if a != 'none')}"
         " (default preset: hybrid with OPENAI_API_KEY, else local)"
     )
     ev = add_command(
@@ -107,6 +109,18 @@ def add_eval_parser(sub: SubParsers) -> None:
         " repeatable); results record its version, so give each variant its own --out",
     )
     ev.add_argument(
+        "--fusion",
+        type=Path,
+        metavar="FILE",
+        help="fusion config (from m3rec fit-fusion) for every fused method;"
+        " default: fit the weights on this run's validation split",
+    )
+    ev.add_argument(
+        "--allow-sampling-mismatch",
+        action="store_true",
+        help="use a --fusion config fit under another negative sampling than --sampling",
+    )
+    ev.add_argument(
         "--langsmith",
         action="store_true",
         help="also upload the set as a LangSmith dataset and run each method as an experiment"
@@ -139,6 +153,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         plots=not args.no_plots,
         langsmith=langsmith,
         prompt_overrides=prompt_overrides,
+        fusion=args.fusion,
+        allow_sampling_mismatch=args.allow_sampling_mismatch,
     )
     print(run.report)
     written = [REPORT_FILE, RESULTS_JSON, *run.plots]

@@ -10,7 +10,8 @@ from m3rec_graph.storage.store import open_store
 def add_forget_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Register the `forget` command."""
     parser = sub.add_parser(
-        "forget", help="delete a shopper's stored profiles (item traits are not per shopper and stay)"
+        "forget",
+        help="delete a shopper's stored profiles (item traits are not per shopper and stay)",
     )
     parser.add_argument("user_id", help="the shopper's user id, as sent in requests")
     add_store_options(parser)

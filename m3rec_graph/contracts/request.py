@@ -102,7 +102,9 @@ class RecommendationRequest(BaseModel):
                     )
                 texts = [item.title, item.description, item.brand, item.review, *item.categories]
                 if any(text is not None and _has_surrogate(text) for text in texts):
-                    raise ValueError(f"{where}.{n} ({item.item_id!r}) has text that is not valid Unicode")
+                    raise ValueError(
+                        f"{where}.{n} ({item.item_id!r}) has text that is not valid Unicode"
+                    )
         return self
 
 

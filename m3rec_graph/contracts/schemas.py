@@ -393,7 +393,9 @@ class ProfileAnswer(BaseModel):
                                 "ctx": {"expected": expected},
                             }
                         )
-        return _validate_adding(cls.model_config.get("title") or cls.__name__, data, handler, errors)
+        return _validate_adding(
+            cls.model_config.get("title") or cls.__name__, data, handler, errors
+        )
 
 
 def _validate_adding(
@@ -406,7 +408,10 @@ def _validate_adding(
         if not errors:
             raise
         found = [
-            cast(InitErrorDetails, {key: e[key] for key in ("type", "loc", "input", "ctx") if key in e})
+            cast(
+                InitErrorDetails,
+                {key: e[key] for key in ("type", "loc", "input", "ctx") if key in e},
+            )
             for e in exc.errors()
         ]
         try:
@@ -422,7 +427,9 @@ def _validate_adding(
 @functools.cache
 def _profile_template() -> str:
     """Return pydantic's JSON schema of the per-id profile model for two placeholder ids, as JSON text."""
-    return json.dumps(per_id_profile_model(("m3rec-template-a", "m3rec-template-b")).model_json_schema())
+    return json.dumps(
+        per_id_profile_model(("m3rec-template-a", "m3rec-template-b")).model_json_schema()
+    )
 
 
 def _profile_json_schema(history_ids: Sequence[str]) -> dict[str, Any]:
@@ -430,7 +437,9 @@ def _profile_json_schema(history_ids: Sequence[str]) -> dict[str, Any]:
     evidence = schema["$defs"]["ProfileDimension"]["properties"]["evidence"]
     ids = list(history_ids)
     # pydantic writes a one-value Literal as `const`, a longer one as `enum`
-    evidence["items"] = {"const": ids[0], "type": "string"} if len(ids) == 1 else {"enum": ids, "type": "string"}
+    evidence["items"] = (
+        {"const": ids[0], "type": "string"} if len(ids) == 1 else {"enum": ids, "type": "string"}
+    )
     return schema
 
 
@@ -491,9 +500,13 @@ class ListwiseAnswer(BaseModel):
                 for key, value in scores.items()
                 if key not in allowed
             ]
-            if any(key not in allowed for key in scores):  # like a per-id model: an unknown id's value is not validated
+            if any(
+                key not in allowed for key in scores
+            ):  # like a per-id model: an unknown id's value is not validated
                 data = {**data, "scores": {k: v for k, v in scores.items() if k in allowed}}
-        return _validate_adding(cls.model_config.get("title") or cls.__name__, data, handler, errors)
+        return _validate_adding(
+            cls.model_config.get("title") or cls.__name__, data, handler, errors
+        )
 
 
 def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:
@@ -503,7 +516,8 @@ def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:
     """
     # Field names must be identifiers; the ids themselves are the aliases.
     fields: dict[str, Any] = {
-        f"candidate_{n}": (Judgement, Field(alias=item_id)) for n, item_id in enumerate(candidate_ids)
+        f"candidate_{n}": (Judgement, Field(alias=item_id))
+        for n, item_id in enumerate(candidate_ids)
     }
     scores = create_model("Scores", __config__=ConfigDict(extra="forbid"), **fields)
     model: type[BaseModel] = create_model(

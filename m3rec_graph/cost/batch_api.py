@@ -92,7 +92,9 @@ class BatchManifest(BaseModel):
                 f"batch manifest not found: {path} (written next to the requests file by --batch-api)"
             ) from None
         except ValidationError as exc:
-            raise BatchFileError(f"{path}: not a batch manifest: {describe_validation_error(exc)}") from None
+            raise BatchFileError(
+                f"{path}: not a batch manifest: {describe_validation_error(exc)}"
+            ) from None
 
 
 def manifest_path(requests_path: Path) -> Path:
@@ -132,7 +134,9 @@ def plan_mote_batch(
     distinct = {item.item_id: item for item in items}
     with_text = {i: item for i, item in distinct.items() if item.has_text()}
     keys = {i: trait_cache_key(item, spec.name, prompt.version) for i, item in with_text.items()}
-    cached = read_traits_sync(store, list(with_text.values()), model=spec.name, prompt_version=prompt.version)
+    cached = read_traits_sync(
+        store, list(with_text.values()), model=spec.name, prompt_version=prompt.version
+    )
     lines: list[dict[str, Any]] = []
     manifest_items: dict[str, str] = {}
     hashes: dict[str, str] = {}
@@ -169,7 +173,9 @@ def plan_mote_batch(
 
 def write_batch(plan: BatchPlan, out: Path) -> Path:
     """Write the requests to `out` (JSONL) and the manifest next to it; return the manifest path."""
-    text = "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in plan.lines)
+    text = "".join(
+        json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in plan.lines
+    )
     atomic_write_text(out, text)
     path = manifest_path(out)
     plan.manifest.write(path)
@@ -207,7 +213,9 @@ def _reason(value: Any) -> str:
     return str(value)[:200]
 
 
-def _check_answer(stage: MoteStage, state: MoteState, body: Any) -> tuple[TraitsAnswer | None, str | None]:
+def _check_answer(
+    stage: MoteStage, state: MoteState, body: Any
+) -> tuple[TraitsAnswer | None, str | None]:
     """Validate a chat.completion body as a MOTE answer; return the answer or why it is invalid."""
     choices = body.get("choices") if isinstance(body, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):

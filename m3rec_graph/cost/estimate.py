@@ -460,7 +460,9 @@ class CostReport:
         """Return the estimate of `preset` in `mode`, if it was made."""
         return next((e for e in self.estimates if e.preset == preset and e.mar_mode == mode), None)
 
-    def comparison(self, mode: MarMode, pair: tuple[str, str] = COMPARISONS[0]) -> Comparison | None:
+    def comparison(
+        self, mode: MarMode, pair: tuple[str, str] = COMPARISONS[0]
+    ) -> Comparison | None:
         """Compare `pair`'s hybrid routing with its all-strong one in `mode` (None unless both were priced)."""
         hybrid, strong = self.estimate(pair[0], mode), self.estimate(pair[1], mode)
         if hybrid is None or strong is None or hybrid.cost_usd is None or not strong.cost_usd:
@@ -568,7 +570,9 @@ class _Estimator:
             spec, f"schema:{schema.__name__}", lambda: params_text(structured_params(spec, schema))
         )
 
-    def _output(self, stage: Stage, spec: ModelSpec, text: str, label: str | None, scored: int = 1) -> int:
+    def _output(
+        self, stage: Stage, spec: ModelSpec, text: str, label: str | None, scored: int = 1
+    ) -> int:
         """Output tokens of one call: the override (per call; per candidate for MAR) or the typical answer."""
         override = self.settings.output_overrides.get(stage)
         if override is not None:
@@ -578,9 +582,9 @@ class _Estimator:
         return self.counter(spec).text(text)
 
     # MOPE ------------------------------------------------------------------
-    def mope(self, requests: Sequence[RecommendationRequest], specs: Iterable[ModelSpec]) -> tuple[
-        dict[str, _Tally], dict[str, MotivationProfile]
-    ]:
+    def mope(
+        self, requests: Sequence[RecommendationRequest], specs: Iterable[ModelSpec]
+    ) -> tuple[dict[str, _Tally], dict[str, MotivationProfile]]:
         stage = MopeStage()
         prompt = load_prompt("mope")
         spec_list = list(specs)
@@ -598,9 +602,13 @@ class _Estimator:
             answer_text = compact_json(answer)
             for spec in spec_list:
                 counter = self.counter(spec)
-                schema_tokens = counter.text(params_text(structured_params_for_json(spec, json_schema)))
+                schema_tokens = counter.text(
+                    params_text(structured_params_for_json(spec, json_schema))
+                )
                 tallies[spec.name].add(
-                    counter.messages(messages), schema_tokens, self._output("mope", spec, answer_text, None)
+                    counter.messages(messages),
+                    schema_tokens,
+                    self._output("mope", spec, answer_text, None),
                 )
         return tallies, profiles
 
@@ -624,7 +632,9 @@ class _Estimator:
         for spec in specs:
             counter = self.counter(spec)
             prefilled = set(
-                read_traits_sync(self.store, list(items.values()), model=spec.name, prompt_version=prompt.version)
+                read_traits_sync(
+                    self.store, list(items.values()), model=spec.name, prompt_version=prompt.version
+                )
             )
             schema_tokens = self._fixed_schema_tokens(spec, TraitsAnswer)
             output = self._output("mote", spec, answer_text, "mote-answer")
@@ -739,7 +749,11 @@ def estimate_requests(
     contexts = {
         # A dry run sends nothing, so a retired lineup (the paper's) can still be priced.
         (preset, mode): context_for(
-            preset, mar_mode=mode, seed=settings.seed, mar_chunk_size=settings.chunk_size, allow_retired=True
+            preset,
+            mar_mode=mode,
+            seed=settings.seed,
+            mar_chunk_size=settings.chunk_size,
+            allow_retired=True,
         )
         for preset in settings.presets
         for mode in settings.mar_modes
@@ -908,7 +922,9 @@ def format_report(report: CostReport) -> str:
             else " output tokens from the typical-answer size model"
         )
         + "; reasoning tokens assumed per call: "
-        + ", ".join(f"{e}={s.reasoning_tokens(e)}" for e in sorted(_efforts_used(report), key=EFFORTS.index))
+        + ", ".join(
+            f"{e}={s.reasoning_tokens(e)}" for e in sorted(_efforts_used(report), key=EFFORTS.index)
+        )
         + " (an assumption: not measurable offline). No re-asks assumed.",
         "",
     ]
@@ -922,7 +938,10 @@ def format_report(report: CostReport) -> str:
 
 def _efforts_used(report: CostReport) -> set[str]:
     return {
-        s.reasoning_effort for e in report.estimates for s in e.stages.values() if s.reasoning_effort is not None
+        s.reasoning_effort
+        for e in report.estimates
+        for s in e.stages.values()
+        if s.reasoning_effort is not None
     }
 
 
@@ -961,13 +980,17 @@ def batch_file_cost(
     """
     counter = TokenCounter(model)
     table = prices or price_table()
-    output_each = counter.text(compact_json(typical_traits_answer(assumptions or OutputAssumptions())))
+    output_each = counter.text(
+        compact_json(typical_traits_answer(assumptions or OutputAssumptions()))
+    )
     input_tokens = 0
     for line in lines:
         body = line["body"]
         input_tokens += counter.messages(convert_to_messages(body["messages"]))
         if include_schema:
-            input_tokens += counter.text(params_text({k: body[k] for k in SCHEMA_PARAMS if k in body}))
+            input_tokens += counter.text(
+                params_text({k: body[k] for k in SCHEMA_PARAMS if k in body})
+            )
     output_tokens = output_each * len(lines)
     cost = table.cost(model, input_tokens, output_tokens)
     return input_tokens, output_tokens, None if cost is None else cost * table.batch_discount

@@ -17,7 +17,7 @@ import heapq
 import random
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import accumulate
@@ -99,7 +99,6 @@ def dataset_fingerprint(path: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
 
 
 # --------------------------------------------------------------------------- loading
@@ -198,12 +197,15 @@ def sample_candidates(
     n_negatives: int,
     rng: random.Random,
     popularity: Counter[str] | None = None,
+    exclude: Collection[str] = (),
 ) -> list[str]:
     """Return `target` plus `n_negatives` items the user never interacted with, shuffled.
 
     Negatives are drawn without replacement, uniformly, or with probability
     proportional to `popularity` when it is given (items with zero count are used
-    only if there are too few positive ones). The result depends only on `rng`'s state.
+    only if there are too few positive ones). Items in `exclude` are never drawn (the
+    validation split keeps its negatives apart from the test candidates). The result
+    depends only on `rng`'s state.
 
     Raises:
         DatasetError: Unknown user or target, or too few items to draw from.
@@ -217,6 +219,7 @@ def sample_candidates(
         raise DatasetError(f"unknown target item_id {target!r} in dataset {dataset.name!r}")
     seen = set(dataset.sequences[user_id])
     seen.add(target)
+    seen.update(exclude)
     pool = [item_id for item_id in dataset.sorted_item_ids if item_id not in seen]
     if len(pool) < n_negatives:
         raise DatasetError(
@@ -298,7 +301,9 @@ def build_requests(
     eligible = sorted(u for u, seq in dataset.sequences.items() if len(seq) >= 2)
     users = random.Random(seed).sample(eligible, min(n_users, len(eligible)))
     if sampling not in NEGATIVE_SAMPLING:
-        raise ValueError(f"sampling must be one of {', '.join(NEGATIVE_SAMPLING)}, got {sampling!r}")
+        raise ValueError(
+            f"sampling must be one of {', '.join(NEGATIVE_SAMPLING)}, got {sampling!r}"
+        )
     popularity = item_popularity(dataset) if sampling == "popularity" else None
     cases: list[EvalCase] = []
     for user_id in users:

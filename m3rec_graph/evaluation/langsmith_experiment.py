@@ -393,7 +393,9 @@ async def arun_experiment(
         """The summary evaluator: the experiment's means, kept here and posted as experiment feedback."""
         means = experiment_means(runs, examples, k_list)
         measured.append(means)
-        results = [EvaluationResult(key=SUMMARY_PREFIX + k, score=v) for k, v in means.metrics.items()]
+        results = [
+            EvaluationResult(key=SUMMARY_PREFIX + k, score=v) for k, v in means.metrics.items()
+        ]
         return {"results": [*results, EvaluationResult(key=FAILED_KEY, score=means.failed)]}
 
     experiment_metadata = {**shared, **metadata, "langsmith_dataset": dataset_name}
@@ -419,7 +421,9 @@ async def arun_experiment(
     finally:
         await asyncio.to_thread(_flush, client)
     if not measured:  # the SDK logs a summary evaluator's exception and goes on
-        raise RuntimeError(f"the summary evaluator of {results.experiment_name} did not run (see the log)")
+        raise RuntimeError(
+            f"the summary evaluator of {results.experiment_name} did not run (see the log)"
+        )
     return ExperimentSummary(
         **vars(measured[-1]),
         experiment_name=results.experiment_name,

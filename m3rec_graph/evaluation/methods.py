@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -22,11 +22,21 @@ from m3rec_graph.evaluation.baselines import (
     Ranker,
     TextSimilarityBaseline,
 )
-from m3rec_graph.evaluation.datasets import Dataset, EvalCase
+from m3rec_graph.evaluation.datasets import Dataset, EvalCase, NegativeSampling
+from m3rec_graph.evaluation.fusion_method import (
+    FusionRanker,
+    check_recorded,
+    checked_config,
+    describe_weights,
+    fit_on_validation,
+    print_fit,
+)
 from m3rec_graph.evaluation.metrics import rank_of
+from m3rec_graph.evaluation.priors import prior_scorer, sasrec_ranker
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.settings import EvalSlice, EvaluationError, MethodSpec
-from m3rec_graph.evaluation.store import append_result
+from m3rec_graph.evaluation.store import RESULTS_FILE, append_result, read_results
+from m3rec_graph.fusion import FusionConfig
 from m3rec_graph.graph import build_graph
 from m3rec_graph.integrations.runner import flush_traces
 from m3rec_graph.llm.factory import ChatModelFactory
@@ -34,6 +44,7 @@ from m3rec_graph.llm.routing import context_for
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.state import M3RecGraph, RecInput
 from m3rec_graph.storage.store import open_store
+from m3rec_graph.text.similarity import TfidfSimilarity
 
 STORE_FILE = "store.sqlite"
 """The run directory's store (SQLite): item traits and exact-match shopper profiles."""
@@ -60,6 +71,15 @@ class MethodEnv:
     """A `m3rec_graph.evaluation.sasrec.SASRecConfig` (None: its defaults)."""
     prompt_overrides: Mapping[str, str] = field(default_factory=dict)
     """Stage prompt name -> prompt file for every m3rec method (`M3RecContext.prompt_overrides`)."""
+    cases: Sequence[EvalCase] = ()
+    """The run's test cases (full history): fusion methods build their validation split from them."""
+    sampling: NegativeSampling = "uniform"
+    """The run's negative sampling (a fusion config fit under another is refused unless allowed)."""
+    fusion_config: FusionConfig | None = None
+    """`--fusion FILE`: the weights of every fused method (None: fit on the validation split)."""
+    fusion_source: str = ""
+    """Where `fusion_config` came from (its path), for messages and result lines."""
+    allow_sampling_mismatch: bool = False
 
 
 def checked_rank(case: EvalCase, ranking: Sequence[str], method: str) -> int:
@@ -100,39 +120,72 @@ def make_ranker(spec: MethodSpec, env: MethodEnv) -> Ranker:
         return TextSimilarityBaseline.from_dataset(env.dataset)
     if spec.kind == "sasrec":
         return _sasrec_ranker(env)
+    if spec.kind == "fusion":
+        return _fusion_ranker(spec, env)
     raise AssertionError(f"not a ranker method: {spec.key}")
 
 
 def _sasrec_ranker(env: MethodEnv) -> Ranker:
     """Train SASRec on the dataset's training splits once per run directory (then load it)."""
-    try:
-        from m3rec_graph.evaluation import sasrec  # noqa: PLC0415  (torch is an optional extra)
-    except ImportError as exc:
-        raise EvaluationError(
-            f"the sasrec method needs PyTorch ({exc}); install it with pip install 'm3rec-graph[eval]'"
-        ) from None
-    config = env.sasrec_config or sasrec.SASRecConfig()
-    path = env.out_dir / SASREC_FILE
-    data_sha = sasrec.dataset_sha256(env.dataset_path)
-    if path.exists():
-        model, vocab, stored, log, stored_sha = sasrec.load_checkpoint(path)
-        if stored == config and stored_sha == data_sha:
-            print(
-                f"sasrec: loaded {path} ({len(log.epochs)} epochs, {log.seconds:.0f}s)",
-                file=env.stream,
+    return sasrec_ranker(
+        env.dataset, env.dataset_path, env.out_dir / SASREC_FILE, env.sasrec_config, env.stream
+    )
+
+
+def fusion_config_file(spec: MethodSpec) -> str:
+    """The run directory's file of the config a fitted `fusion:PRIOR+text` method used."""
+    return f"fusion-{spec.prior}.json"
+
+
+def _fusion_ranker(spec: MethodSpec, env: MethodEnv) -> Ranker:
+    """`fusion:PRIOR+text`: the config of `--fusion`, or one fitted on the run's validation split."""
+    text = TfidfSimilarity(env.dataset.items.values())
+    prior = prior_scorer(
+        spec.prior,
+        env.dataset,
+        dataset_path=env.dataset_path,
+        sasrec_path=env.out_dir / SASREC_FILE,
+        sasrec_config=env.sasrec_config,
+        stream=env.stream,
+    )
+    if env.fusion_config is not None:
+        config = checked_config(
+            env.fusion_config,
+            env.sampling,
+            allow_sampling_mismatch=env.allow_sampling_mismatch,
+            source=env.fusion_source,
+        )
+        signals = {"text", *(["prior"] if prior is not None else [])}
+        if not signals.intersection(config.active()):
+            raise EvaluationError(
+                f"fusion config {env.fusion_source} gives no weight to {' or '.join(sorted(signals))},"
+                f" the signals of {spec.key}"
             )
-            return sasrec.SASRecRanker(model, vocab)
+        fitted, source = False, env.fusion_source
+    else:
+        fit = fit_on_validation(
+            env.dataset,
+            env.cases,
+            seed=env.seed,
+            sampling=env.sampling,
+            text=text,
+            prior=prior,
+            prior_name=spec.prior,
+        )
+        config, fitted, source = fit.config, True, "validation"
+        config.dump(env.out_dir / fusion_config_file(spec))
+        print_fit(env.stream, spec.key, fit)
+    done = read_results(env.out_dir / RESULTS_FILE)
+    check_recorded(
+        spec.key, config, [r for (m, _, _), r in done.items() if m == spec.key], env.out_dir
+    )
     print(
-        f"sasrec: training on {env.dataset.name} ({len(env.dataset.sequences)} users,"
-        f" {len(env.dataset.items)} items); validation-based early stopping",
+        f"{spec.key}: fusion config {config.version} ({'fitted on validation' if fitted else source}):"
+        f" {describe_weights(config)}",
         file=env.stream,
         flush=True,
     )
-    model, vocab, log = sasrec.train_sasrec(
-        env.dataset, config, log=lambda line: print(f"sasrec: {line}", file=env.stream, flush=True)
-    )
-    sasrec.save_checkpoint(path, model, vocab, config, log, data_sha)
-    return sasrec.SASRecRanker(model, vocab)
+    return FusionRanker(text, prior, config, fitted=fitted, source=source)
 
 
 def rank_cases(ranker: Ranker, cases: Sequence[EvalCase]) -> list[list[str]]:
@@ -158,8 +211,11 @@ def run_ranker(
         started = time.perf_counter()
         rankings = rank_cases(ranker, batch)
         seconds = (time.perf_counter() - started) / len(batch)
+        extra = getattr(ranker, "record_fields", {})
         for case, ranking in zip(batch, rankings, strict=True):
-            append_result(handle, base_record(spec.key, slice_, case, ranking, seconds))
+            append_result(
+                handle, {**base_record(spec.key, slice_, case, ranking, seconds), **extra}
+            )
             bar.advance()
 
 
@@ -169,7 +225,8 @@ def ranker_scorer(spec: MethodSpec, ranker: Ranker, slice_: EvalSlice) -> "Score
     async def score(case: EvalCase) -> dict[str, Any]:
         started = time.perf_counter()
         ranking = ranker.rank(case)
-        return base_record(spec.key, slice_, case, ranking, time.perf_counter() - started)
+        record = base_record(spec.key, slice_, case, ranking, time.perf_counter() - started)
+        return {**record, **getattr(ranker, "record_fields", {})}
 
     return score
 
@@ -177,22 +234,54 @@ def ranker_scorer(spec: MethodSpec, ranker: Ranker, slice_: EvalSlice) -> "Score
 # --------------------------------------------------------------------------- m3rec
 
 
+class FusedGraphUnavailableError(EvaluationError):
+    """`m3rec...:fused` needs the graph's fusion step (`M3RecContext.fusion`, a candidate's `prior`), not in this build."""
+
+
+def check_fused_graph_available(spec: MethodSpec) -> None:
+    """Refuse a fused m3rec method when this build's graph has no fusion step yet.
+
+    Raises:
+        FusedGraphUnavailableError: `M3RecContext` has no `fusion` field.
+    """
+    if "fusion" not in {f.name for f in fields(M3RecContext)}:
+        raise FusedGraphUnavailableError(
+            f"{spec.key} is not available yet: this build's graph has no fusion step"
+            " (M3RecContext.fusion and a candidate's prior, issue 15); use fusion:PRIOR+text"
+        )
+
+
 def m3rec_context(
-    spec: MethodSpec, seed: int, prompt_overrides: Mapping[str, str] | None = None
+    spec: MethodSpec,
+    seed: int,
+    prompt_overrides: Mapping[str, str] | None = None,
+    fusion: FusionConfig | None = None,
 ) -> M3RecContext:
-    """The graph context of an m3rec method (its preset and ablation; the run's seed and prompt files).
+    """The graph context of an m3rec method (its preset, ablation and, when fused, fusion config; the run's seed and prompt files).
 
     Profile memory is exact-match only (`max_incremental_items=0`): an incrementally
     updated profile depends on which shorter history was profiled before, so serving
     one would make a user's result depend on the order users run in.
     """
+    extra: dict[str, Any] = {"fusion": fusion} if spec.fused and fusion is not None else {}
     return context_for(
         cast(str, spec.routing),
         seed=seed,
         ablation=spec.ablation,
         prompt_overrides=dict(prompt_overrides or {}),
         max_incremental_items=0,
+        **extra,
     )
+
+
+def with_priors(request: dict[str, Any], priors: Sequence[float] | None) -> dict[str, Any]:
+    """`request` with each candidate's `prior` set (in shown order), or unchanged without priors."""
+    if priors is None:
+        return request
+    candidates = [
+        {**item, "prior": float(p)} for item, p in zip(request["candidates"], priors, strict=True)
+    ]
+    return {**request, "candidates": candidates}
 
 
 def prompt_versions(ctx: M3RecContext) -> dict[str, str]:
@@ -266,9 +355,15 @@ def m3rec_scorer(
     graph: M3RecGraph,
     seed: int,
     prompt_overrides: Mapping[str, str] | None = None,
+    fusion: FusionConfig | None = None,
+    priors: Mapping[str, Sequence[float]] | None = None,
 ) -> Scorer:
-    """Score one case with the graph under the method's context, timing the user's own run."""
-    ctx = m3rec_context(spec, seed, prompt_overrides)
+    """Score one case with the graph under the method's context, timing the user's own run.
+
+    A fused method runs with `fusion` in its context and, when `priors` (user id ->
+    candidate scores in shown order) are given, each candidate's `prior` in the request.
+    """
+    ctx = m3rec_context(spec, seed, prompt_overrides, fusion)
     prompts = prompt_versions(ctx)
 
     async def score(case: EvalCase, config: RunnableConfig | None = None) -> dict[str, Any]:
@@ -282,14 +377,32 @@ def m3rec_scorer(
             "eval_slice": slice_.name,
         }
         started = time.perf_counter()
-        out = await graph.ainvoke(
-            cast(RecInput, case.to_request()), cast(RunnableConfig, inner), context=ctx
-        )
+        request = with_priors(case.to_request(), (priors or {}).get(case.user_id))
+        out = await graph.ainvoke(cast(RecInput, request), cast(RunnableConfig, inner), context=ctx)
         return m3rec_record(
             spec, slice_, case, cast(dict[str, Any], out), time.perf_counter() - started, prompts
         )
 
     return score
+
+
+def fused_priors(
+    spec: MethodSpec, env: MethodEnv, cases: Sequence[EvalCase]
+) -> dict[str, list[float]] | None:
+    """User id -> the prior of each candidate (shown order) for `m3rec...:fused+PRIOR`, else None."""
+    if not spec.fused or spec.prior == "none":
+        return None
+    scorer = prior_scorer(
+        spec.prior,
+        env.dataset,
+        dataset_path=env.dataset_path,
+        sasrec_path=env.out_dir / SASREC_FILE,
+        sasrec_config=env.sasrec_config,
+        stream=env.stream,
+    )
+    if scorer is None:
+        return None
+    return {case.user_id: scores for case, scores in zip(cases, scorer(cases), strict=True)}
 
 
 def run_m3rec(
@@ -310,8 +423,12 @@ def run_m3rec(
     (`Runnable.abatch_as_completed` starts them in `asyncio.as_completed`'s
     set order, which varies from process to process.)
     """
+    priors = fused_priors(spec, env, todo)
     per_user = RunnableLambda(
-        m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides), name="m3rec_eval_user"
+        m3rec_scorer(
+            spec, slice_, graph, env.seed, env.prompt_overrides, env.fusion_config, priors
+        ),
+        name="m3rec_eval_user",
     )
 
     async def run_all() -> None:

@@ -167,3 +167,35 @@ def summarise(
             means[name], percentile(values, 0.025), percentile(values, 0.975)
         )
     return summary
+
+
+def paired_difference(
+    ranks: Sequence[int],
+    baseline_ranks: Sequence[int],
+    metric: str,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> MetricSummary:
+    """Mean per-user difference of `metric` (method minus baseline), with a paired bootstrap 95% interval.
+
+    The two rank lists are of the same users in the same order; each replicate draws
+    users with replacement and keeps both of a user's ranks together, so the interval
+    reflects the per-user difference, not two independent samples.
+
+    Raises:
+        ValueError: The lists differ in length or are empty, or `metric` is unknown.
+    """
+    if len(ranks) != len(baseline_ranks) or not ranks:
+        raise ValueError("paired ranks must be two non-empty lists of equal length")
+    k = int(metric.partition("@")[2] or 1)
+    diffs = [
+        user_metrics(a, (k,))[metric] - user_metrics(b, (k,))[metric]
+        for a, b in zip(ranks, baseline_ranks, strict=True)
+    ]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n_boot == 0:
+        return MetricSummary(mean, mean, mean)
+    rng = random.Random(seed)
+    replicates = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(n_boot))
+    return MetricSummary(mean, percentile(replicates, 0.025), percentile(replicates, 0.975))

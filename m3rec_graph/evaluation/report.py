@@ -90,6 +90,9 @@ def summarise_method(
         prompt_sets = {tuple(sorted((r.get("prompts") or {}).items())) for r in records}
         if len(prompt_sets) > 1:  # a prompt changed between a crash and the resume
             config["prompts"] = "mixed: " + "; ".join(str(dict(p)) for p in sorted(prompt_sets))
+    fusions = {tuple(sorted((r.get("fusion") or {}).items())) for r in records if "fusion" in r}
+    if fusions:  # which fusion config ranked these lines (one per method: see fusion_method)
+        config["fusion"] = dict(fusions.pop()) if len(fusions) == 1 else "mixed"
     return MethodReport(
         method=method,
         slice=slice_name,
@@ -134,12 +137,18 @@ def format_slice(
     lines.append("| chance | | " + " | ".join(f"{chance[n]:.4f}" for n in names) + " |")
     lines += [
         "",
-        "| method | s/user | tokens/user | cost/user (USD) | LLM calls/user | users degraded | prompts |",
+        "| method | s/user | tokens/user | cost/user (USD) | LLM calls/user | users degraded | prompts / fusion config |",
     ]
     lines.append("|---|---|---|---|---|---|---|")
     for r in reports:
         if not r.llm:
-            lines.append(f"| {r.method} | {r.seconds_per_user:.3g} | | | | | |")
+            fusion = r.config.get("fusion")
+            shown = (
+                f"fusion@{fusion.get('version')} ({'fitted on validation' if fusion.get('fitted') else fusion.get('source')})"
+                if isinstance(fusion, dict)
+                else str(fusion or "")
+            )
+            lines.append(f"| {r.method} | {r.seconds_per_user:.3g} | | | | | {shown} |")
             continue
         prompts = r.config.get("prompts")
         shown = (
@@ -222,7 +231,8 @@ def results_document(
                         for m, s in r.metrics.items()
                     },
                     "seconds_per_user": r.seconds_per_user,
-                    **({"llm": r.llm, "config": r.config} if r.llm else {}),
+                    **({"llm": r.llm} if r.llm else {}),
+                    **({"config": r.config} if r.config else {}),
                 }
                 for r in reports
             }

@@ -12,11 +12,20 @@ from typing import Any, TextIO, cast
 from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.baselines import Ranker
+from m3rec_graph.evaluation.breakdowns import (
+    BucketReport,
+    PairedGain,
+    breakdowns_document,
+    format_breakdowns,
+    history_breakdown,
+    paired_gains,
+)
 from m3rec_graph.evaluation.datasets import EvalCase, load_dataset
 from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
     Serving,
+    check_fused_graph_available,
     m3rec_context,
     m3rec_graph_for,
     m3rec_scorer,
@@ -51,6 +60,7 @@ from m3rec_graph.evaluation.store import (
     read_settings,
     run_lock,
 )
+from m3rec_graph.fusion import FusionConfig, load_fusion_config
 from m3rec_graph.integrations.runner import serving
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.prompts.loader import PromptName, load_prompt
@@ -91,6 +101,8 @@ def run_evaluation(
     plots: bool = True,
     langsmith: bool = False,
     prompt_overrides: Mapping[str, str] | None = None,
+    fusion: Path | None = None,
+    allow_sampling_mismatch: bool = False,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -132,6 +144,7 @@ def run_evaluation(
     if n_boot < 0:
         raise EvaluationError(f"--n-boot must be >= 0, got {n_boot}")
     overrides = _checked_prompt_overrides(prompt_overrides or {})
+    fusion_config = _checked_fusion(fusion, methods)
     slices = slices_for(cold_start)
     dataset = load_dataset(settings.dataset)
     with run_lock(out_dir):
@@ -147,6 +160,11 @@ def run_evaluation(
             concurrency=concurrency,
             sasrec_config=sasrec_config,
             prompt_overrides=overrides,
+            cases=cases,
+            sampling=settings.sampling,
+            fusion_config=fusion_config,
+            fusion_source=str(fusion) if fusion is not None else "",
+            allow_sampling_mismatch=allow_sampling_mismatch,
         )
         computed, wall, experiments = _score(methods, slices, cases, env, langsmith=langsmith)
         return _report(
@@ -166,6 +184,24 @@ def _checked_prompt_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
         except ConfigurationError as exc:
             raise EvaluationError(str(exc)) from None
     return dict(overrides)
+
+
+def _checked_fusion(path: Path | None, methods: Sequence[MethodSpec]) -> FusionConfig | None:
+    """Load `--fusion` before anything runs; refuse fused graph methods this build cannot run yet."""
+    for spec in methods:
+        if spec.kind == "m3rec" and spec.fused:
+            check_fused_graph_available(spec)
+            if path is None:
+                raise EvaluationError(
+                    f"{spec.key} needs --fusion FILE for now: fitting the MAR signal on the"
+                    " validation split (an LLM run on validation cases) is not implemented yet"
+                )
+    if path is None:
+        return None
+    try:
+        return load_fusion_config(path)
+    except ConfigurationError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def _score(
@@ -210,7 +246,9 @@ def _score(
                     ranker = ranker or make_ranker(spec, env)
                 if langsmith:
                     scorer = (
-                        m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides)
+                        m3rec_scorer(
+                            spec, slice_, graph, env.seed, env.prompt_overrides, env.fusion_config
+                        )
                         if graph is not None and spec.kind == "m3rec"
                         else ranker_scorer(spec, cast(Ranker, ranker), slice_)
                     )
@@ -226,6 +264,27 @@ def _score(
                     run_ranker(spec, cast(Ranker, ranker), slice_, todo, handle, bar)
                 wall[label] = round(time.perf_counter() - started, 3)
     return computed, wall, experiments
+
+
+def _breakdowns(
+    results: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    users: Sequence[str],
+    methods: Sequence[str],
+    slices: Sequence[str],
+    n_boot: int,
+    seed: int,
+) -> tuple[list[PairedGain], list[BucketReport]]:
+    """Paired gains over SASRec on every slice, and the full slice by history length."""
+
+    def by_method(slice_name: str) -> dict[str, dict[str, Mapping[str, Any]]]:
+        found = {
+            m: {u: results[(m, slice_name, u)] for u in users if (m, slice_name, u) in results}
+            for m in methods
+        }
+        return {m: lines for m, lines in found.items() if lines}
+
+    gains = [g for s in slices for g in paired_gains(s, by_method(s), n_boot=n_boot, seed=seed)]
+    return gains, history_breakdown(by_method("full"), n_boot=n_boot, seed=seed)
 
 
 def _report(
@@ -269,8 +328,14 @@ def _report(
     chance = chance_metrics(int(settings["negatives"]) + 1)
     drawn = write_plots(out_dir, by_slice, chance) if plots else []
     report = format_report(settings, by_slice, n_boot=n_boot, plots=drawn)
+    gains, buckets = _breakdowns(
+        results, users, method_order, slice_order, n_boot, settings["seed"]
+    )
+    extra = format_breakdowns(gains, buckets)
+    report = report + "\n" + extra + "\n" if extra else report
     atomic_write_text(out_dir / REPORT_FILE, report)
     document = results_document(settings, by_slice, n_boot=n_boot, wall_seconds=wall)
+    document.update(breakdowns_document(gains, buckets))
     if experiments:
         document["langsmith_experiments"] = experiments
     atomic_write_text(

@@ -2,16 +2,22 @@
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from m3rec_graph.context import ABLATIONS, Ablation
 from m3rec_graph.errors import M3RecError
 from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING, EvalCase, NegativeSampling
 from m3rec_graph.llm.routing import PRESETS, default_preset
 
-MethodKind = Literal["random", "popularity", "text", "sasrec", "m3rec"]
-METHOD_KINDS: tuple[MethodKind, ...] = ("random", "popularity", "text", "sasrec", "m3rec")
+MethodKind = Literal["random", "popularity", "text", "sasrec", "fusion", "m3rec"]
+METHOD_KINDS: tuple[MethodKind, ...] = ("random", "popularity", "text", "sasrec", "fusion", "m3rec")
 """The methods the harness knows, in report order."""
+
+Prior = Literal["sasrec", "popularity", "none"]
+PRIORS: tuple[Prior, ...] = ("sasrec", "popularity", "none")
+"""The host-ranker scores the harness can pass as a candidate's `prior`: SASRec's score, the
+log of the training-split popularity, or none."""
+FUSED = "fused"
 
 
 class EvaluationError(M3RecError, ValueError):
@@ -56,46 +62,96 @@ class MethodSpec:
     """m3rec only: the routing preset."""
     ablation: Ablation = "none"
     """m3rec only: the graph configuration (`M3RecContext.ablation`)."""
+    fused: bool = False
+    """m3rec: rank by the fused score (`:fused`); always True for `fusion`."""
+    prior: Prior = "none"
+    """`fusion` and fused m3rec: the prior passed with each candidate."""
 
     @property
     def key(self) -> str:
-        """The method's name in results and reports, e.g. `m3rec:local` or `m3rec:hybrid:no_mope`."""
+        """The method's name in results and reports, e.g. `m3rec:local`, `m3rec:hybrid:no_mope:fused+sasrec`."""
+        if self.kind == "fusion":
+            return f"fusion:{self.prior}+text"
         if self.kind != "m3rec":
             return self.kind
+        fused = [FUSED + (f"+{self.prior}" if self.prior != "none" else "")] if self.fused else []
         return ":".join(
-            ["m3rec", str(self.routing), *([self.ablation] if self.ablation != "none" else [])]
+            [
+                "m3rec",
+                str(self.routing),
+                *([self.ablation] if self.ablation != "none" else []),
+                *fused,
+            ]
         )
 
 
+def _parse_fusion(text: str, parts: list[str]) -> MethodSpec:
+    """`fusion:PRIOR+text`: the fused ranking of text similarity and the prior, without any LLM."""
+    prior, plus, signal = (parts[0] if len(parts) == 1 else "").partition("+")
+    if len(parts) != 1 or not plus or signal != "text" or prior not in PRIORS:
+        raise EvaluationError(
+            f"cannot read {text!r}: expected fusion:PRIOR+text with a prior from {', '.join(PRIORS)}"
+        )
+    return MethodSpec("fusion", fused=True, prior=prior)
+
+
+def _parse_fused(text: str, part: str) -> Prior:
+    """`fused` or `fused+PRIOR` (a prior other than none) -> the prior."""
+    _, plus, prior = part.partition("+")
+    if not plus:
+        return "none"
+    if prior not in PRIORS or prior == "none":
+        raise EvaluationError(
+            f"cannot read {part!r} in {text!r}: expected fused or fused+PRIOR with a prior from"
+            f" {', '.join(p for p in PRIORS if p != 'none')}"
+        )
+    return cast(Prior, prior)
+
+
 def parse_method(text: str) -> MethodSpec:
-    """Parse one method: `random`, `popularity`, `text`, `sasrec` or `m3rec[:PRESET][:ABLATION]`.
+    """Parse one method: `random`, `popularity`, `text`, `sasrec`, `fusion:PRIOR+text` or `m3rec[:PRESET][:ABLATION][:fused[+PRIOR]]`.
 
     A bare `m3rec` means the default preset of this machine (`hybrid` with an
-    OpenAI key, else `local`), resolved now so the result key names it.
+    OpenAI key, else `local`), resolved now so the result key names it. `fusion:PRIOR+text`
+    ranks by the fused text similarity and prior (PRIOR: sasrec, popularity or none);
+    `:fused` ranks the graph's output by its fused score, `:fused+PRIOR` with the prior
+    passed on every candidate.
 
     Raises:
-        EvaluationError: An unknown method, preset or ablation.
+        EvaluationError: An unknown method, preset, ablation or prior.
     """
     name, *parts = [p.strip().lower() for p in text.split(":")]
     if name not in METHOD_KINDS:
         raise EvaluationError(f"unknown method {name!r}; choose from {', '.join(METHOD_KINDS)}")
+    if name == "fusion":
+        return _parse_fusion(text, parts)
     if name != "m3rec":
         if parts:
             raise EvaluationError(f"method {name!r} takes no options, got {text!r}")
         return MethodSpec(name)
     routing: str | None = None
     ablation: Ablation = "none"
+    fused: Prior | None = None
     for part in parts:
         if part in PRESETS and routing is None:
             routing = part
         elif part in ABLATIONS and ablation == "none":
             ablation = part
+        elif part.partition("+")[0] == FUSED and fused is None:
+            fused = _parse_fused(text, part)
         else:
             raise EvaluationError(
-                f"cannot read {part!r} in {text!r}: expected m3rec[:PRESET][:ABLATION] with a preset"
-                f" from {', '.join(PRESETS)} and an ablation from {', '.join(ABLATIONS)}"
+                f"cannot read {part!r} in {text!r}: expected m3rec[:PRESET][:ABLATION][:fused[+PRIOR]]"
+                f" with a preset from {', '.join(PRESETS)}, an ablation from {', '.join(ABLATIONS)}"
+                f" and a prior from {', '.join(p for p in PRIORS if p != 'none')}"
             )
-    return MethodSpec("m3rec", routing or default_preset(), ablation)
+    return MethodSpec(
+        "m3rec",
+        routing or default_preset(),
+        ablation,
+        fused=fused is not None,
+        prior=fused if fused is not None else "none",
+    )
 
 
 def parse_methods(text: str) -> list[MethodSpec]:

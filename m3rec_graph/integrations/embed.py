@@ -210,7 +210,9 @@ def as_tool(
         except M3RecError as exc:
             raise ToolException(f"{type(exc).__name__}: {exc}") from exc
         out = cast(RecOutput, result)
-        answer = json.dumps(tool_answer(out, candidate_items), ensure_ascii=False, separators=(",", ":"))
+        answer = json.dumps(
+            tool_answer(out, candidate_items), ensure_ascii=False, separators=(",", ":")
+        )
         return answer, full_result(out)
 
     def recommend_sync(
@@ -255,7 +257,9 @@ OutputMap = Mapping[str, str] | Callable[[RecOutput], dict[str, Any]]
 _INPUT_KEYS = ("user_id", "history", "candidates", "k")
 
 
-def _host_input(state: Mapping[str, Any], input_map: InputMap | None, catalog: Catalog | None) -> RecInput:
+def _host_input(
+    state: Mapping[str, Any], input_map: InputMap | None, catalog: Catalog | None
+) -> RecInput:
     if callable(input_map):
         return input_map(state)
     mapping = {key: key for key in _INPUT_KEYS} | dict(input_map or {})
@@ -400,7 +404,8 @@ async def astream_progress(
             total, ready = int(data["candidates"]), int(data["ready"])
             yield _progress("started", f"Reading {total} products ({ready} known)", ready, total)
         elif not profile_told and (
-            (mode == "updates" and _stage_result(data, "mope", "profile")) or data.get("m3rec") == "profile_ready"
+            (mode == "updates" and _stage_result(data, "mope", "profile"))
+            or data.get("m3rec") == "profile_ready"
         ):
             profile_told = True  # MOPE's own update, or the graph's event after the join
             yield _progress("profile_ready", "Understood what drives this shopper")

@@ -47,11 +47,15 @@ def _routed() -> dict[str, list[str]]:
     routed: dict[str, list[str]] = {}
     for preset, stages in PRESETS.items():
         for stage, name in stages.items():
-            routed.setdefault(LOCAL_MODEL_NAME if name == "local" else name, []).append(f"{preset}:{stage}")
+            routed.setdefault(LOCAL_MODEL_NAME if name == "local" else name, []).append(
+                f"{preset}:{stage}"
+            )
     return routed
 
 
-def provider_models(timeout_s: float = PROVIDER_TIMEOUT_S) -> tuple[dict[str, str | None] | None, str]:
+def provider_models(
+    timeout_s: float = PROVIDER_TIMEOUT_S,
+) -> tuple[dict[str, str | None] | None, str]:
     """Return model id -> shutdown_date from the provider's `GET /v1/models`, and a note.
 
     `None` (with the reason in the note) when no key is set or the call fails:
@@ -63,7 +67,10 @@ def provider_models(timeout_s: float = PROVIDER_TIMEOUT_S) -> tuple[dict[str, st
         client = openai.OpenAI(timeout=timeout_s, max_retries=0)
         listed = {m.id: _shutdown_date(m) for m in client.models.list()}
     except openai.OpenAIError as exc:
-        return None, f"GET /v1/models failed ({type(exc).__name__}: {str(exc)[:120]}): registry only"
+        return (
+            None,
+            f"GET /v1/models failed ({type(exc).__name__}: {str(exc)[:120]}): registry only",
+        )
     return listed, f"GET /v1/models at {client.base_url} listed {len(listed)} models"
 
 
@@ -73,12 +80,16 @@ def _shutdown_date(model: object) -> str | None:
     return str(value) if value else None
 
 
-def list_models(*, every: bool = False, check_provider: bool = True, on: dt.date | None = None) -> ModelListing:
+def list_models(
+    *, every: bool = False, check_provider: bool = True, on: dt.date | None = None
+) -> ModelListing:
     """Return the routed models (or, with `every`, every registry model) and their status on `on`."""
     day = on or today()
     routed = _routed()
     names = list(registry().models) if every else list(routed)
-    provider, note = provider_models() if check_provider else (None, "provider not asked (--offline)")
+    provider, note = (
+        provider_models() if check_provider else (None, "provider not asked (--offline)")
+    )
     rows = []
     for name in names:
         info = model_info(name)

@@ -245,11 +245,15 @@ def _check_standard_refusal(messages: Iterator[BaseMessage]) -> Iterator[BaseMes
         if refusal:
             raise ModelRefusalError(str(refusal), raw_message=message)
         if message.response_metadata.get("finish_reason") == "content_filter":
-            raise ModelRefusalError("the provider's content filter stopped the answer", raw_message=message)
+            raise ModelRefusalError(
+                "the provider's content filter stopped the answer", raw_message=message
+            )
         yield message
 
 
-def structured_call(model: BaseChatModel, json_schema: dict[str, Any], method: StructuredMethod) -> StructuredCall:
+def structured_call(
+    model: BaseChatModel, json_schema: dict[str, Any], method: StructuredMethod
+) -> StructuredCall:
     """Split `model.with_structured_output(json_schema, method=...)` into its steps.
 
     The chain must be `bound model | generator steps... | output parser`; any other
@@ -269,7 +273,9 @@ def structured_call(model: BaseChatModel, json_schema: dict[str, Any], method: S
                 checks += (_check_standard_refusal,)
             return StructuredCall(chain.first, chain.last, json_schema, checks)
     return StructuredCall(
-        model.with_structured_output(json_schema, method=method, include_raw=True), None, json_schema
+        model.with_structured_output(json_schema, method=method, include_raw=True),
+        None,
+        json_schema,
     )
 
 
@@ -277,7 +283,9 @@ _STRUCTURED_CACHE_SIZE = 64
 _structured: "OrderedDict[tuple[int, type[BaseModel], str], tuple[BaseChatModel, StructuredCall]]" = OrderedDict()
 
 
-def _structured_call_for(model: BaseChatModel, contract: AnswerContract, method: StructuredMethod) -> StructuredCall:
+def _structured_call_for(
+    model: BaseChatModel, contract: AnswerContract, method: StructuredMethod
+) -> StructuredCall:
     """Return `structured_call(...)` for `contract`, built once per model, answer model and method.
 
     Binding the schema costs a fifth of a stage call with an instant model.
@@ -341,7 +349,10 @@ async def ainvoke_structured(
             checked = _apply_steps(call.steps, out)  # the library's refusal check
         except ModelRefusalError as exc:
             return StructuredAnswer(None, _refused(exc), raw_message)
-        if raw_message is not None and raw_message.response_metadata.get("finish_reason") == "length":
+        if (
+            raw_message is not None
+            and raw_message.response_metadata.get("finish_reason") == "length"
+        ):
             # A cut-off forced function call (json_schema answers raise LengthFinishReasonError instead).
             return StructuredAnswer(None, _CUT_OFF, raw_message, cut_off=True)
         try:
@@ -354,10 +365,14 @@ async def ainvoke_structured(
         return StructuredAnswer(None, _describe_parsing_error(error), raw_message)
     if parsed is None:
         text = raw_message.text.strip() if raw_message is not None else ""
-        if raw_message is not None and raw_message.invalid_tool_calls:  # the call's arguments are not JSON
+        if (
+            raw_message is not None and raw_message.invalid_tool_calls
+        ):  # the call's arguments are not JSON
             text = str(raw_message.invalid_tool_calls[0].get("args") or "").strip()
         if text:  # the lenient JSON parser gave up on it (e.g. a stray closing brace)
-            return StructuredAnswer(None, f"the answer is not valid JSON: {text[:120]!r}", raw_message)
+            return StructuredAnswer(
+                None, f"the answer is not valid JSON: {text[:120]!r}", raw_message
+            )
         return StructuredAnswer(None, "the answer was empty", raw_message)
     try:
         return StructuredAnswer(contract.validate_answer(parsed), None, raw_message)

@@ -181,7 +181,9 @@ def today(override: dt.date | str | None = None) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
-        raise ConfigurationError(f"bad date {value!r} (M3REC_TODAY / today=): expected YYYY-MM-DD") from exc
+        raise ConfigurationError(
+            f"bad date {value!r} (M3REC_TODAY / today=): expected YYYY-MM-DD"
+        ) from exc
 
 
 def check_lifecycle(name: str, on: dt.date, *, allow_retired: bool = False) -> None:
@@ -197,7 +199,11 @@ def check_lifecycle(name: str, on: dt.date, *, allow_retired: bool = False) -> N
     if info.status(on) == "retired":
         if allow_retired:
             return
-        instead = f"; the provider names {info.replacement} as its replacement" if info.replacement else ""
+        instead = (
+            f"; the provider names {info.replacement} as its replacement"
+            if info.replacement
+            else ""
+        )
         raise ModelRetiredError(
             f"{name} was shut down on {info.shutdown.isoformat()} (today is {on.isoformat()}){instead}. "
             "Route another model, or pass --allow-retired (allow_retired=True) for an endpoint that still serves it."
@@ -226,7 +232,9 @@ def resolve_effort(name: str, requested: Effort | None, *, explicit: bool) -> Ef
     info = model_info(name)
     if info.reasoning is None:
         if explicit and requested is not None:
-            raise ConfigurationError(f"{name} is not a reasoning model: it takes no reasoning effort")
+            raise ConfigurationError(
+                f"{name} is not a reasoning model: it takes no reasoning effort"
+            )
         return None
     accepted = info.reasoning.efforts
     if requested is None:

@@ -36,7 +36,9 @@ SCHEMA_PARAMS = ("response_format", "tools", "tool_choice", "parallel_tool_calls
 def _payload_model(spec: ModelSpec) -> BaseChatOpenAI:
     """Return a ChatOpenAI for `spec` that is only used to build payloads (never sends)."""
     model = openai_chat_model(replace(spec, api_key=spec.api_key or _NO_KEY))
-    if not isinstance(model, BaseChatOpenAI):  # pragma: no cover - openai_chat_model builds ChatOpenAI
+    if not isinstance(
+        model, BaseChatOpenAI
+    ):  # pragma: no cover - openai_chat_model builds ChatOpenAI
         raise TypeError(f"expected a ChatOpenAI, got {type(model).__name__}")
     return model
 
@@ -53,8 +55,12 @@ def structured_params_for_json(spec: ModelSpec, json_schema: dict[str, Any]) -> 
         # langchain-openai warns when it switches gpt-3.5-turbo to function calling: expected here.
         warnings.simplefilter("ignore", UserWarning)
         bound = structured_call(model, json_schema, spec.structured_method).request
-    if not isinstance(bound, RunnableBinding):  # pragma: no cover - guards a langchain-openai change
-        raise TypeError("unexpected with_structured_output() shape: cannot read its request parameters")
+    if not isinstance(
+        bound, RunnableBinding
+    ):  # pragma: no cover - guards a langchain-openai change
+        raise TypeError(
+            "unexpected with_structured_output() shape: cannot read its request parameters"
+        )
     return {key: value for key, value in bound.kwargs.items() if not key.startswith("ls_")}
 
 
@@ -73,7 +79,9 @@ def chat_request_body(
 ) -> dict[str, Any]:
     """Return the Chat Completions request body the graph would send for one stage call."""
     model = _payload_model(spec)
-    body: dict[str, Any] = model._get_request_payload(list(messages), **structured_params(spec, schema))
+    body: dict[str, Any] = model._get_request_payload(
+        list(messages), **structured_params(spec, schema)
+    )
     return body
 
 

@@ -139,7 +139,9 @@ def parse_efforts(pairs: list[str]) -> dict[Stage, Effort]:
 def _spec_for_name(name: str, stage: Stage, effort: Effort | None) -> ModelSpec:
     if name in ("local", LOCAL_MODEL_NAME):
         if effort is not None:
-            raise ConfigurationError("the local model is not a reasoning model: it takes no reasoning effort")
+            raise ConfigurationError(
+                "the local model is not a reasoning model: it takes no reasoning effort"
+            )
         return local_model(stage)
     return openai_model(name, stage, effort, explicit_effort=effort is not None)
 
@@ -180,7 +182,9 @@ def resolve(ctx: M3RecContext) -> ResolvedRouting:
 
 
 @functools.lru_cache(maxsize=1024)
-def _resolve(ctx: M3RecContext, preset: str, on: dt.date, local_url: str, tables: object) -> ResolvedRouting:
+def _resolve(
+    ctx: M3RecContext, preset: str, on: dt.date, local_url: str, tables: object
+) -> ResolvedRouting:
     names = _check(ctx, preset, on)
     specs = {stage: _spec_for_name(names[stage], stage, ctx.efforts.get(stage)) for stage in STAGES}
     overrides = [f"{stage}={ctx.models[stage]}" for stage in STAGES if stage in ctx.models]
@@ -191,7 +195,9 @@ def _resolve(ctx: M3RecContext, preset: str, on: dt.date, local_url: str, tables
 def _check(ctx: M3RecContext, preset: str, on: dt.date) -> dict[Stage, str]:
     """Return each stage's model name; refuse an unknown preset or a retired model (warn near shutdown)."""
     if preset not in PRESETS:
-        raise ConfigurationError(f"unknown routing preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigurationError(
+            f"unknown routing preset {preset!r}; choose one of {', '.join(PRESETS)}"
+        )
     names: dict[Stage, str] = {**PRESETS[preset], **ctx.models}
     for model in sorted({names[stage] for stage in STAGES} - {"local", LOCAL_MODEL_NAME}):
         check_lifecycle(model, on, allow_retired=ctx.allow_retired)

@@ -156,7 +156,9 @@ def _summarise(calls: Sequence[CallUsage], table: PriceTable) -> StageCost:
         input_tokens=sum(c["input_tokens"] for c in calls),
         output_tokens=sum(c["output_tokens"] for c in calls),
         reasoning_tokens=sum(c.get("reasoning_tokens", 0) for c in calls),
-        wasted_tokens=sum(c["input_tokens"] + c["output_tokens"] for c in calls if not c["accepted"]),
+        wasted_tokens=sum(
+            c["input_tokens"] + c["output_tokens"] for c in calls if not c["accepted"]
+        ),
         estimated_calls=sum(c["estimated"] for c in calls),
         cost_usd=None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
     )
@@ -165,5 +167,8 @@ def _summarise(calls: Sequence[CallUsage], table: PriceTable) -> StageCost:
 def usage_report(calls: Sequence[CallUsage], table: PriceTable | None = None) -> UsageReport:
     """Aggregate call usage into per-stage and total tokens and cost."""
     prices = table or price_table()
-    stages = {stage: _summarise([c for c in calls if c["stage"] == stage], prices) for stage in ("mope", "mote", "mar")}
+    stages = {
+        stage: _summarise([c for c in calls if c["stage"] == stage], prices)
+        for stage in ("mope", "mote", "mar")
+    }
     return UsageReport(stages=stages, total=_summarise(calls, prices), prices_taken=prices.taken)

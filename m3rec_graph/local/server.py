@@ -68,7 +68,9 @@ class LocalServer:
                 self.process.wait()
 
 
-def start_server(base_url: str | None = None, settings: ServerSettings | None = None) -> LocalServer:
+def start_server(
+    base_url: str | None = None, settings: ServerSettings | None = None
+) -> LocalServer:
     """Start the local server at `base_url` and wait until it answers."""
     url = base_url or local_base_url()
     cfg = settings or ServerSettings()
@@ -76,10 +78,18 @@ def start_server(base_url: str | None = None, settings: ServerSettings | None = 
     if host_port.hostname not in ("127.0.0.1", "localhost") or host_port.port is None:
         raise LocalServerError(f"the local server must listen on 127.0.0.1:<port>, not {url}")
     if importlib.util.find_spec("xllamacpp") is None:
-        raise LocalServerError("the local server needs the `local` extra: pip install 'm3rec-graph[local]'")
+        raise LocalServerError(
+            "the local server needs the `local` extra: pip install 'm3rec-graph[local]'"
+        )
     model = ensure_model()
     log_path = cache_dir() / "local-server.log"
-    args = [str(model), str(host_port.port), str(cfg.n_parallel), str(cfg.n_ctx), str(cfg.n_threads)]
+    args = [
+        str(model),
+        str(host_port.port),
+        str(cfg.n_parallel),
+        str(cfg.n_ctx),
+        str(cfg.n_threads),
+    ]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "m3rec_graph.local._serve", *args],
@@ -97,11 +107,15 @@ def start_server(base_url: str | None = None, settings: ServerSettings | None = 
             return server
         time.sleep(0.2)
     server.stop()
-    raise LocalServerError(f"local server did not answer on {url} within {cfg.startup_timeout_s:.0f} s")
+    raise LocalServerError(
+        f"local server did not answer on {url} within {cfg.startup_timeout_s:.0f} s"
+    )
 
 
 @contextmanager
-def local_server(base_url: str | None = None, settings: ServerSettings | None = None) -> Iterator[str]:
+def local_server(
+    base_url: str | None = None, settings: ServerSettings | None = None
+) -> Iterator[str]:
     """Yield the URL of a healthy local server: reuse a running one, or start one and stop it after."""
     url = base_url or local_base_url()
     if is_healthy(url):

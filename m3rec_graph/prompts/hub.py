@@ -142,7 +142,9 @@ def push_prompts(
             url = None  # the hub answers 409 when nothing changed since the latest commit
         except LangSmithError as exc:
             raise hub_error(exc, f"push {prompt.name}", client.api_url) from exc
-        results.append(PushResult(prompt=name, hub_name=prompt.name, version=prompt.version, url=url))
+        results.append(
+            PushResult(prompt=name, hub_name=prompt.name, version=prompt.version, url=url)
+        )
     return results
 
 
@@ -188,7 +190,9 @@ def _messages(template: Any, ref: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def prompt_file_text(name: str, description: str, messages: Sequence[tuple[str, str]], hub_commit: str | None) -> str:
+def prompt_file_text(
+    name: str, description: str, messages: Sequence[tuple[str, str]], hub_commit: str | None
+) -> str:
     r"""Render a prompt file in the layout of `prompts/*.toml` (what `tomllib` reads back is the input).
 
     Multi-line templates are written as TOML multi-line strings, so the file reads like

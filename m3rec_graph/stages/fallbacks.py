@@ -24,26 +24,80 @@ NEUTRAL_STRENGTH = 0.5
 # title or categories signals the dimension it is listed under.
 LEXICON: dict[Dimension, tuple[str, ...]] = {
     Dimension.FUNCTIONAL: (
-        "treatment", "repair", "remover", "cleanser", "tool", "protect", "care", "fix",
-        "relief", "kit", "gear", "equipment", "accessor", "replacement", "shampoo", "filter",
+        "treatment",
+        "repair",
+        "remover",
+        "cleanser",
+        "tool",
+        "protect",
+        "care",
+        "fix",
+        "relief",
+        "kit",
+        "gear",
+        "equipment",
+        "accessor",
+        "replacement",
+        "shampoo",
+        "filter",
     ),
     Dimension.QUALITY: (
-        "professional", "pro ", "premium", "salon", "performance", "advanced", "clinical",
-        "certified", "durable", "heavy duty", "original",
+        "professional",
+        "pro ",
+        "premium",
+        "salon",
+        "performance",
+        "advanced",
+        "clinical",
+        "certified",
+        "durable",
+        "heavy duty",
+        "original",
     ),
     Dimension.AESTHETIC: (
-        "makeup", "color", "colour", "polish", "fragrance", "perfume", "lipstick", "style",
-        "design", "shimmer", "glitter", "scent", "eyeshadow", "nail art", "decor",
+        "makeup",
+        "color",
+        "colour",
+        "polish",
+        "fragrance",
+        "perfume",
+        "lipstick",
+        "style",
+        "design",
+        "shimmer",
+        "glitter",
+        "scent",
+        "eyeshadow",
+        "nail art",
+        "decor",
     ),
     Dimension.SELF_CARE: (
-        "spa", "bath", "relax", "massage", "aromatherapy", "soothing", "moistur", "lotion",
-        "wellness", "comfort", "calm",
+        "spa",
+        "bath",
+        "relax",
+        "massage",
+        "aromatherapy",
+        "soothing",
+        "moistur",
+        "lotion",
+        "wellness",
+        "comfort",
+        "calm",
     ),
     Dimension.SOCIAL: ("gift", "set", "collection", "limited", "edition", "team", "fan", "party"),
     Dimension.VALUE: ("pack", "value", "bulk", "refill", "count", "multi", "economy", "bundle"),
     Dimension.CONVENIENCE: (
-        "travel", "portable", "mini", "wipes", "easy", "quick", "instant", "spray", "compact",
-        "on-the-go", "disposable",
+        "travel",
+        "portable",
+        "mini",
+        "wipes",
+        "easy",
+        "quick",
+        "instant",
+        "spray",
+        "compact",
+        "on-the-go",
+        "disposable",
     ),
 }
 
@@ -52,11 +106,14 @@ def lexicon_strengths(text: str) -> dict[Dimension, float]:
     """Score each dimension in [0, 1] by how many of its lexicon words occur in `text`."""
     lowered = f" {text.lower()} "
     return {
-        dim: min(1.0, sum(word in lowered for word in words) / 2.0) for dim, words in LEXICON.items()
+        dim: min(1.0, sum(word in lowered for word in words) / 2.0)
+        for dim, words in LEXICON.items()
     }
 
 
-def fallback_profile(history: list[Item], reason: str = "no valid LLM profile") -> MotivationProfile:
+def fallback_profile(
+    history: list[Item], reason: str = "no valid LLM profile"
+) -> MotivationProfile:
     """Infer a profile from the history's text alone (MOPE's budget was spent, or MOPE is off).
 
     `reason` goes into the summary, so a reader tells a failure from a configuration.
@@ -95,7 +152,9 @@ def overlap_score(profile: MotivationProfile, traits: ItemTraits) -> float:
     return sum(weights[d] * item[d] for d in Dimension) / total
 
 
-def overlap_alignment(item_id: str, profile: MotivationProfile, traits: ItemTraits) -> AlignmentScore:
+def overlap_alignment(
+    item_id: str, profile: MotivationProfile, traits: ItemTraits
+) -> AlignmentScore:
     """Score one candidate by weighted overlap, with a rationale naming the shared motivations."""
     weights = profile.strengths()
     item = traits.strengths.as_dict()

@@ -75,14 +75,20 @@ attempts. A hung provider ends in the client's timeout (`ModelSpec.timeout_s`),
 a `ModelTimeoutError`, and so degrades too. A context overflow is this task's
 input being too long, not a broken configuration."""
 
-INVALID_REQUEST_ERRORS: tuple[type[BaseException], ...] = (ModelInvalidRequestError, ModelNotFoundError)
+INVALID_REQUEST_ERRORS: tuple[type[BaseException], ...] = (
+    ModelInvalidRequestError,
+    ModelNotFoundError,
+)
 """The provider refused the request itself (400 invalid_request_error, 404 model_not_found).
 
 Every call of the run would be refused alike (a parameter the model rejects, a
 retired model), so this is a configuration error: `ProviderRequestError` with the
 provider's message, exit code 2 in the CLI, an error message in the tool."""
 
-AUTH_ERRORS: tuple[type[BaseException], ...] = (ModelAuthenticationError, ModelPermissionDeniedError)
+AUTH_ERRORS: tuple[type[BaseException], ...] = (
+    ModelAuthenticationError,
+    ModelPermissionDeniedError,
+)
 
 
 class StageDefinition(ABC):
@@ -150,7 +156,9 @@ async def ask(
     prompt = stage_prompt(definition, state, ctx)
     feedback: list[str] = state.get("feedback", [])
     attempt = len(feedback) + 1
-    messages = prompt.format(**definition.variables(state), feedback=feedback[-1] if feedback else "")
+    messages = prompt.format(
+        **definition.variables(state), feedback=feedback[-1] if feedback else ""
+    )
     call_config: RunnableConfig = {
         "run_name": f"{definition.stage}.llm",
         "tags": [f"m3rec:{definition.stage}"],
@@ -174,7 +182,12 @@ async def ask(
     if error is None and answer.parsed is not None:
         error = definition.check(state, answer.parsed, answer.raw.text if answer.raw else "")
     usage = call_usage(
-        definition.stage, spec.name, spec.tokenizer_model, messages, answer.raw, accepted=error is None
+        definition.stage,
+        spec.name,
+        spec.tokenizer_model,
+        messages,
+        answer.raw,
+        accepted=error is None,
     )
     if answer.cut_off and usage["estimated"]:  # no provider count: the answer used the whole budget
         usage["output_tokens"] = spec.max_tokens
@@ -183,7 +196,11 @@ async def ask(
         await definition.remember(state, update, ctx, runtime.store)
         return Command(update={**update, "usage_log": [usage]}, goto=then)
     retry = {**state, "feedback": [*feedback, error or "no answer"]}
-    target = definition.stage if len(feedback) < ctx.max_schema_retries else fallback_node(definition.stage)
+    target = (
+        definition.stage
+        if len(feedback) < ctx.max_schema_retries
+        else fallback_node(definition.stage)
+    )
     return Command(update={"usage_log": [usage]}, goto=Send(target, retry))
 
 
@@ -204,7 +221,9 @@ async def on_provider_error(
     exc = error.error
     spec = get_context(runtime).model_for(definition.stage)
     if isinstance(exc, AUTH_ERRORS):
-        raise ProviderAuthError(f"{definition.stage}: the model provider rejected the credentials: {exc}") from exc
+        raise ProviderAuthError(
+            f"{definition.stage}: the model provider rejected the credentials: {exc}"
+        ) from exc
     if isinstance(exc, INVALID_REQUEST_ERRORS):
         raise ProviderRequestError(
             f"{definition.stage}: the model provider refused the request for {spec.name} "
@@ -218,7 +237,9 @@ async def on_provider_error(
         raise exc
     reason = f"provider error after retries: {type(exc).__name__}: {str(exc)[:200]}"
     feedback: list[str] = state.get("feedback", [])
-    return Command(goto=Send(fallback_node(definition.stage), {**state, "feedback": [*feedback, reason]}))
+    return Command(
+        goto=Send(fallback_node(definition.stage), {**state, "feedback": [*feedback, reason]})
+    )
 
 
 def add_stage(
@@ -259,10 +280,15 @@ def build_stage_graph(
     running a stage by itself (tests, tools), with the same nodes and loop.
     """
     builder = StateGraph(
-        state_schema, context_schema=M3RecContext, input_schema=input_schema, output_schema=output_schema
+        state_schema,
+        context_schema=M3RecContext,
+        input_schema=input_schema,
+        output_schema=output_schema,
     )
     add_stage(builder, definition, then=END, chat_models=chat_models)
-    builder.add_conditional_edges(START, partial(_send_task, stage=definition.stage), [definition.stage])
+    builder.add_conditional_edges(
+        START, partial(_send_task, stage=definition.stage), [definition.stage]
+    )
     return builder.compile(name=definition.stage)
 
 

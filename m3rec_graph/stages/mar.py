@@ -36,7 +36,9 @@ def check_covers_exactly(expected: list[str], answered: list[str]) -> str | None
         return f"unknown item_id {unknown[0]!r}: score only the given candidates"
     duplicates = [i for i, n in Counter(answered).items() if n > 1]
     if duplicates:
-        return f"item_id {duplicates[0]!r} is scored more than once: score each candidate exactly once"
+        return (
+            f"item_id {duplicates[0]!r} is scored more than once: score each candidate exactly once"
+        )
     missing = [i for i in expected if i not in set(answered)]
     if missing:
         return f"item_id {missing[0]!r} is missing ({len(missing)} missing): score every candidate"
@@ -102,7 +104,11 @@ class MarStage(StageDefinition):
         else:
             lines = [candidate_line(c["item"], c["traits"]) for c in state["candidates"]]
         history = state.get("history")
-        profile = history_profile_block(history) if history is not None else profile_block(state["profile"])
+        profile = (
+            history_profile_block(history)
+            if history is not None
+            else profile_block(state["profile"])
+        )
         if state["mode"] == "pointwise":
             return {"profile": profile, "candidate": lines[0]}
         return {
@@ -132,7 +138,8 @@ class MarStage(StageDefinition):
         by_id: dict[str, Any] = answer.model_dump(by_alias=True)["scores"]
         return {
             "scores": {
-                item_id: _alignment(item_id, Judgement.model_validate(j)) for item_id, j in by_id.items()
+                item_id: _alignment(item_id, Judgement.model_validate(j))
+                for item_id, j in by_id.items()
             }
         }
 
@@ -140,14 +147,18 @@ class MarStage(StageDefinition):
         """Rank this chunk by weighted dimension overlap and flag it."""
         return {
             "scores": {
-                c["item"].item_id: overlap_alignment(c["item"].item_id, state["profile"], c["traits"])
+                c["item"].item_id: overlap_alignment(
+                    c["item"].item_id, state["profile"], c["traits"]
+                )
                 for c in state["candidates"]
             },
             "degraded": [{"stage": "mar", "item_id": None, "reason": reason}],
         }
 
 
-def build_mar_graph(chat_models: ChatModelFactory) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
+def build_mar_graph(
+    chat_models: ChatModelFactory,
+) -> CompiledStateGraph[Any, M3RecContext, Any, Any]:
     """Compile MAR as a graph of its own: one `MarTask` in, its scores out (the recommender uses `add_stage`)."""
     return build_stage_graph(
         MarStage(),

@@ -273,7 +273,11 @@ async def write_profile(
 
 async def stored_profile_summary(store: BaseStore, user_id: str) -> str | None:
     """Return the summary of the shopper's most recently stored profile ("what drives them")."""
-    items = [i for i in await _search(store, profile_namespace(user_id)) if i.value.get("format") == FORMAT]
+    items = [
+        i
+        for i in await _search(store, profile_namespace(user_id))
+        if i.value.get("format") == FORMAT
+    ]
     if not items:
         return None
     latest = max(items, key=lambda i: i.updated_at)
@@ -298,7 +302,9 @@ async def aforget(store: BaseStore, user_id: str) -> int:
 
 async def _search(store: BaseStore, namespace: tuple[str, ...]) -> list[StoreItem]:
     (found,) = await run_ops(store, [SearchOp(namespace, limit=100)])
-    return [item for item in found if isinstance(item, StoreItem)] if isinstance(found, list) else []
+    return (
+        [item for item in found if isinstance(item, StoreItem)] if isinstance(found, list) else []
+    )
 
 
 def forget(store: BaseStore, user_id: str) -> int:

@@ -197,7 +197,9 @@ def default_store() -> BaseStore:
     with _default_lock:
         if _default is None:
             stack = ExitStack()
-            store = stack.enter_context(open_store(os.environ.get(STORE_URL_ENV) or default_store_url()))
+            store = stack.enter_context(
+                open_store(os.environ.get(STORE_URL_ENV) or default_store_url())
+            )
             atexit.register(stack.close)
             _default = (stack, store)
         return _default[1]

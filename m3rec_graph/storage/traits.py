@@ -164,7 +164,9 @@ class TraitMemory(Protocol):
     ) -> dict[str, ItemTraits]:
         """Return the stored traits of those `items` that have them, by item id."""
 
-    async def write(self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str) -> None:
+    async def write(
+        self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
+    ) -> None:
         """Store one validated MOTE answer."""
 
 
@@ -180,7 +182,9 @@ class StoreTraitMemory:
         """Return the stored traits of those `items` that have them (one `abatch`)."""
         return await read_traits(self.store, items, model=model, prompt_version=prompt_version)
 
-    async def write(self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str) -> None:
+    async def write(
+        self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
+    ) -> None:
         """Store one validated MOTE answer."""
         await write_traits(self.store, item, traits, model=model, prompt_version=prompt_version)
 
@@ -203,7 +207,9 @@ class LegacyTraitMemory:
             found = self.cache.get_many(list(keys))
         return {keys[key]: traits for key, traits in found.items()}
 
-    async def write(self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str) -> None:
+    async def write(
+        self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
+    ) -> None:
         """Store one validated MOTE answer under its cache key."""
         key = trait_cache_key(item, model, prompt_version)
         if self._blocks:

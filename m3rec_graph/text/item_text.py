@@ -100,7 +100,9 @@ def _fields(item: Item) -> list[tuple[str, str, int, int]]:
         if value
     ]
     cats = [c for c in item.categories if c.strip()][:MAX_CATEGORIES]
-    fields.extend((f"categories.{n}", c, CATEGORY_CHARS, CATEGORY_TOKENS) for n, c in enumerate(cats))
+    fields.extend(
+        (f"categories.{n}", c, CATEGORY_CHARS, CATEGORY_TOKENS) for n, c in enumerate(cats)
+    )
     fields.extend(
         (name, value, FIELD_LIMITS[name], FIELD_TOKEN_LIMITS[name])
         for name, value in (("description", item.description), ("review", item.review))
@@ -111,7 +113,9 @@ def _fields(item: Item) -> list[tuple[str, str, int, int]]:
 
 def item_text(item: Item) -> str:
     """Render an item's available text on one line (missing fields are simply left out)."""
-    cleaned = {name: clean_text(value, limit, tokens) for name, value, limit, tokens in _fields(item)}
+    cleaned = {
+        name: clean_text(value, limit, tokens) for name, value, limit, tokens in _fields(item)
+    }
     parts: list[str] = []
     if "title" in cleaned:
         parts.append(cleaned["title"])
@@ -120,7 +124,9 @@ def item_text(item: Item) -> str:
     cats = [text for name, text in cleaned.items() if name.startswith("categories.")]
     if cats:
         parts.append("category: " + "; ".join(cats))
-    parts.extend(f"{name}: {cleaned[name]}" for name in ("description", "review") if name in cleaned)
+    parts.extend(
+        f"{name}: {cleaned[name]}" for name in ("description", "review") if name in cleaned
+    )
     return " | ".join(parts)
 
 
