@@ -293,16 +293,20 @@ def prompt_versions(ctx: M3RecContext) -> dict[str, str]:
     }
 
 
-def m3rec_graph_for(env: MethodEnv, stores: ExitStack) -> M3RecGraph:
+def m3rec_graph_for(env: MethodEnv, stores: ExitStack, *, fused: bool = False) -> M3RecGraph:
     """The graph every m3rec method of a run uses: one store per run directory, open until `stores` closes.
 
     Trait namespaces name the MOTE model and prompt version, and profile keys the
     MOPE settings and ablation, so methods with other routings share the file
     without sharing answers. Profile memory is exact-match only (the history
     window must be identical), so results never depend on the order users run in.
+    With `fused` (a fused m3rec method runs), the fusion's `text` signal takes its idf
+    from the dataset's catalogue, as the `text` baseline and `fusion:PRIOR+text` do
+    (fitting it takes seconds on a full catalogue, so only then).
     """
     store = stores.enter_context(open_store(f"sqlite:///{env.out_dir / STORE_FILE}"))
-    return build_graph(chat_models=env.chat_models, store=store)
+    corpus = TfidfSimilarity(env.dataset.items.values()) if fused else None
+    return build_graph(chat_models=env.chat_models, store=store, text_corpus=corpus)
 
 
 def m3rec_record(
@@ -342,6 +346,8 @@ def m3rec_record(
         ablation=spec.ablation,
         prompts=prompts,
     )
+    if out.get("fusion"):  # the graph's fusion report: config version, signals, sampling
+        record["fusion"] = dict(out["fusion"])
     return record
 
 

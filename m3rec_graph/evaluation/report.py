@@ -1,6 +1,7 @@
 """Summaries of a run's result lines: metrics with CIs, cost and speed; `report.md`, `results.json`, plots."""
 
 import datetime as dt
+import json
 import math
 import os
 import platform
@@ -90,9 +91,10 @@ def summarise_method(
         prompt_sets = {tuple(sorted((r.get("prompts") or {}).items())) for r in records}
         if len(prompt_sets) > 1:  # a prompt changed between a crash and the resume
             config["prompts"] = "mixed: " + "; ".join(str(dict(p)) for p in sorted(prompt_sets))
-    fusions = {tuple(sorted((r.get("fusion") or {}).items())) for r in records if "fusion" in r}
+    # Canonical JSON as the set key: the graph's fusion report holds a list of signals.
+    fusions = {json.dumps(r["fusion"], sort_keys=True) for r in records if r.get("fusion")}
     if fusions:  # which fusion config ranked these lines (one per method: see fusion_method)
-        config["fusion"] = dict(fusions.pop()) if len(fusions) == 1 else "mixed"
+        config["fusion"] = json.loads(fusions.pop()) if len(fusions) == 1 else "mixed"
     return MethodReport(
         method=method,
         slice=slice_name,

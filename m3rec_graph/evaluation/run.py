@@ -241,7 +241,9 @@ def _score(
                     continue
                 started = time.perf_counter()
                 if spec.kind == "m3rec":
-                    graph = graph or m3rec_graph_for(env, stores)
+                    graph = graph or m3rec_graph_for(
+                        env, stores, fused=any(s.kind == "m3rec" and s.fused for s in methods)
+                    )
                 else:
                     ranker = ranker or make_ranker(spec, env)
                 if langsmith:

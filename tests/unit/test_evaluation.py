@@ -578,3 +578,30 @@ def test_an_ablation_is_its_own_method_on_the_same_candidates(run_copy: Path) ->
     ]
     assert len(records) == 5 and all(r["ablation"] == "no_mar" for r in records)
     assert result.computed == {("m3rec:hybrid:no_mar", "full"): 5}
+
+
+def test_a_fused_graph_method_runs_mar_with_the_prior_and_records_its_fusion_config(tmp_path: Path) -> None:
+    """`m3rec:hybrid:fused+popularity --fusion FILE`: the graph fuses MAR with the harness's prior."""
+    from m3rec_graph.fusion import FusionConfig
+
+    config = tmp_path / "fusion.json"
+    FusionConfig(weights={"mar": 1.0, "prior": 2.0}, sampling="uniform").dump(config)
+    models = fake_models()
+    run_evaluation(
+        settings(users=3),
+        parse_methods("popularity,m3rec:hybrid:fused+popularity"),
+        tmp_path / "run",
+        chat_models=models,
+        serve=Served([]),
+        progress=io.StringIO(),
+        fusion=config,
+        n_boot=0,
+        plots=False,
+    )
+    lines = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    fused = [r for r in lines if r["method"] == "m3rec:hybrid:fused+popularity"]
+    assert len(fused) == 3
+    assert models.stage_calls("mar")  # MAR ran: its weight is not 0
+    for record in fused:
+        assert record["fusion"]["version"] == FusionConfig.model_validate_json(config.read_text()).version
+        assert set(record["fusion"]["signals"]) == {"mar", "prior"}

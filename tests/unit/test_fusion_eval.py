@@ -10,7 +10,6 @@ import pytest
 from m3rec_graph.evaluation import EvalSettings, EvaluationError, parse_method, run_evaluation
 from m3rec_graph.evaluation.datasets import build_requests, load_dataset
 from m3rec_graph.evaluation.fusion_method import FusionSamplingMismatchError
-from m3rec_graph.evaluation.methods import FusedGraphUnavailableError
 from m3rec_graph.evaluation.settings import MethodSpec, parse_methods
 from m3rec_graph.evaluation.validation import SplitOverlapError, validation_cases
 from m3rec_graph.fusion import FusionConfig
@@ -211,17 +210,9 @@ def test_a_given_config_is_used_and_its_sampling_checked(tmp_path: Path) -> None
 
 
 def test_fused_graph_methods_say_what_they_need(tmp_path: Path) -> None:
-    from dataclasses import fields
-
-    from m3rec_graph.context import M3RecContext
-
     methods = parse_methods("m3rec:local:fused+sasrec")
-    if "fusion" not in {f.name for f in fields(M3RecContext)}:
-        with pytest.raises(FusedGraphUnavailableError, match="not available yet"):
-            run_evaluation(settings(), methods, tmp_path / "f", progress=io.StringIO(), plots=False)
-    else:
-        with pytest.raises(EvaluationError, match="needs --fusion FILE"):
-            run_evaluation(settings(), methods, tmp_path / "f", progress=io.StringIO(), plots=False)
+    with pytest.raises(EvaluationError, match="needs --fusion FILE"):
+        run_evaluation(settings(), methods, tmp_path / "f", progress=io.StringIO(), plots=False)
     assert not (tmp_path / "f").exists()
 
 
