@@ -12,6 +12,7 @@ from typing import Any
 from m3rec_graph.cli.prompts import hub_prompt_overrides
 from m3rec_graph.cli.store_options import add_profile_ttl_option, add_store_options, store_url
 from m3rec_graph.context import M3RecContext
+from m3rec_graph.fusion.config import resolve_fusion
 from m3rec_graph.graph import build_graph
 from m3rec_graph.llm.routing import PRESETS, context_for, parse_efforts, parse_overrides
 from m3rec_graph.state import M3RecGraph
@@ -33,6 +34,12 @@ def add_routing_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="STAGE=HUB_REF",
         help="use a LangSmith hub prompt for one stage in this run, e.g. mar=m3rec-mar:staging",
+    )
+    parser.add_argument(
+        "--fusion",
+        metavar="CONFIG",
+        help="rank by fused_score: 'default' (the shipped weights) or a fusion config file"
+        " (m3rec fit-fusion writes one); off by default, ranking by MAR's score as the paper does",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the candidate display order")
     add_store_options(parser)
@@ -70,9 +77,13 @@ def build_context(args: argparse.Namespace) -> M3RecContext:
 
     Raises:
         ConfigurationError: An unknown preset, a bad override or effort, a retired
-            model, or a `--prompt` that names no prompt or a missing hub version.
+            model, a `--prompt` that names no prompt or a missing hub version, or a
+            `--fusion` config that is missing or breaks the schema (`FusionConfigError`).
     """
     settings: dict[str, Any] = {"mar_mode": args.mar_mode, "seed": args.seed}
+    if args.fusion is not None:
+        resolve_fusion(args.fusion)  # a bad file exits 2 here, before any server starts
+        settings["fusion"] = args.fusion
     hub = hub_prompt_overrides(args.prompt or [], args.mar_mode)
     if hub:
         settings["prompt_overrides"] = hub
