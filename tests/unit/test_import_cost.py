@@ -7,7 +7,7 @@ import sys
 PROBE = """
 import json, sys
 import m3rec_graph
-loaded = {name: name in sys.modules for name in ("m3rec_graph.graph", "m3rec_graph.evaluation", "torch", "matplotlib")}
+loaded = {name: name in sys.modules for name in ("m3rec_graph.graph", "m3rec_graph.evaluation", "torch", "matplotlib", "langchain_openai", "openai", "langsmith")}
 graph = m3rec_graph.graph  # first access compiles the default graph
 import m3rec_graph.graph as graph_module  # the submodule import must not rebind the public name
 print(json.dumps({
@@ -29,6 +29,10 @@ def test_import_loads_neither_the_graph_nor_the_evaluation_stack() -> None:
         "m3rec_graph.evaluation": False,
         "torch": False,
         "matplotlib": False,
+        # every public name is lazy: the provider and tracing stacks load on first use
+        "langchain_openai": False,
+        "openai": False,
+        "langsmith": False,
     }
     assert report["after"] is True
     assert report["compiled"] == report["still_compiled"] == "CompiledStateGraph"
