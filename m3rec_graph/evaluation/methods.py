@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -232,23 +232,6 @@ def ranker_scorer(spec: MethodSpec, ranker: Ranker, slice_: EvalSlice) -> "Score
 
 
 # --------------------------------------------------------------------------- m3rec
-
-
-class FusedGraphUnavailableError(EvaluationError):
-    """`m3rec...:fused` needs the graph's fusion step (`M3RecContext.fusion`, a candidate's `prior`), not in this build."""
-
-
-def check_fused_graph_available(spec: MethodSpec) -> None:
-    """Refuse a fused m3rec method when this build's graph has no fusion step yet.
-
-    Raises:
-        FusedGraphUnavailableError: `M3RecContext` has no `fusion` field.
-    """
-    if "fusion" not in {f.name for f in fields(M3RecContext)}:
-        raise FusedGraphUnavailableError(
-            f"{spec.key} is not available yet: this build's graph has no fusion step"
-            " (M3RecContext.fusion and a candidate's prior, issue 15); use fusion:PRIOR+text"
-        )
 
 
 def m3rec_context(
