@@ -37,7 +37,7 @@ def parse_signals(text: str, prior: Prior) -> list[Signal]:
 
     Raises:
         FusionSignalsError: An empty list, an unknown signal, a graph-only one (`mar`,
-            `overlap`: not available here yet), `prior` without `--prior`, or `--prior`
+            `overlap`: `m3rec eval` fits those), `prior` without `--prior`, or `--prior`
             without `prior`.
     """
     names = list(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
@@ -49,8 +49,9 @@ def parse_signals(text: str, prior: Prior) -> list[Signal]:
     graph_only = [n for n in names if n in GRAPH_SIGNALS]
     if graph_only:
         raise FusionSignalsError(
-            f"fitting the {', '.join(graph_only)} signal is not available yet: it needs an LLM run"
-            " of the graph on the validation cases; fit text and prior"
+            f"fit-fusion fits text and prior only; the {', '.join(graph_only)} signal needs an LLM"
+            " run of the graph on the validation cases: `m3rec eval --methods m3rec[:PRESET]:fused"
+            "[+PRIOR]` without --fusion fits all four there (resumable) and writes the config"
         )
     if "prior" in names and prior == "none":
         raise FusionSignalsError(

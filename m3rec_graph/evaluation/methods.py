@@ -31,6 +31,7 @@ from m3rec_graph.evaluation.fusion_method import (
     fit_on_validation,
     print_fit,
 )
+from m3rec_graph.evaluation.graph_fit import PROBE, fit_fused_graph_method
 from m3rec_graph.evaluation.metrics import rank_of
 from m3rec_graph.evaluation.priors import prior_scorer, sasrec_ranker
 from m3rec_graph.evaluation.progress import ProgressBar
@@ -80,6 +81,8 @@ class MethodEnv:
     fusion_source: str = ""
     """Where `fusion_config` came from (its path), for messages and result lines."""
     allow_sampling_mismatch: bool = False
+    fitted_configs: dict[str, FusionConfig] = field(default_factory=dict)
+    """Fused graph method -> the config fitted on the validation split in this process (fit once per run)."""
 
 
 def checked_rank(case: EvalCase, ranking: Sequence[str], method: str) -> int:
@@ -394,6 +397,64 @@ def fused_priors(
     return {case.user_id: scores for case, scores in zip(cases, scorer(cases), strict=True)}
 
 
+def fused_graph_config(spec: MethodSpec, env: MethodEnv, graph: M3RecGraph) -> FusionConfig | None:
+    """The fusion config of an m3rec method: None unfused; `--fusion FILE`; else fit on validation.
+
+    The fit runs the graph on the validation split (resumable, `graph_fit`), once per
+    method and process; the method's existing result lines must have been made with
+    the same config version.
+
+    Raises:
+        FusionSamplingMismatchError: `--fusion FILE` was fit under another sampling.
+        FusionConfigChangedError: The method's lines record another config version.
+        EvaluationError: The fit has nothing to fit on.
+    """
+    if not spec.fused:
+        return None
+    if spec.key in env.fitted_configs:
+        return env.fitted_configs[spec.key]
+    if env.fusion_config is not None:
+        config = checked_config(
+            env.fusion_config,
+            env.sampling,
+            allow_sampling_mismatch=env.allow_sampling_mismatch,
+            source=env.fusion_source,
+        )
+    else:
+        prior = prior_scorer(
+            spec.prior,
+            env.dataset,
+            dataset_path=env.dataset_path,
+            sasrec_path=env.out_dir / SASREC_FILE,
+            sasrec_config=env.sasrec_config,
+            stream=env.stream,
+        )
+        probe = m3rec_context(spec, env.seed, env.prompt_overrides, PROBE)
+        with env.serve(probe):
+            try:
+                config = fit_fused_graph_method(
+                    spec,
+                    graph,
+                    probe,
+                    dataset=env.dataset,
+                    test_cases=env.cases,
+                    seed=env.seed,
+                    sampling=env.sampling,
+                    prior=prior,
+                    out_dir=env.out_dir,
+                    stream=env.stream,
+                    concurrency=env.concurrency,
+                )
+            finally:
+                flush_traces()
+    done = read_results(env.out_dir / RESULTS_FILE)
+    check_recorded(
+        spec.key, config, [r for (m, _, _), r in done.items() if m == spec.key], env.out_dir
+    )
+    env.fitted_configs[spec.key] = config
+    return config
+
+
 def run_m3rec(
     spec: MethodSpec,
     slice_: EvalSlice,
@@ -413,10 +474,9 @@ def run_m3rec(
     set order, which varies from process to process.)
     """
     priors = fused_priors(spec, env, todo)
+    fusion = fused_graph_config(spec, env, graph)
     per_user = RunnableLambda(
-        m3rec_scorer(
-            spec, slice_, graph, env.seed, env.prompt_overrides, env.fusion_config, priors
-        ),
+        m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides, fusion, priors),
         name="m3rec_eval_user",
     )
 

@@ -25,6 +25,7 @@ from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
     Serving,
+    fused_graph_config,
     m3rec_context,
     m3rec_graph_for,
     m3rec_scorer,
@@ -143,7 +144,7 @@ def run_evaluation(
     if n_boot < 0:
         raise EvaluationError(f"--n-boot must be >= 0, got {n_boot}")
     overrides = _checked_prompt_overrides(prompt_overrides or {})
-    fusion_config = _checked_fusion(fusion, methods)
+    fusion_config = _checked_fusion(fusion)
     slices = slices_for(cold_start)
     dataset = load_dataset(settings.dataset)
     with run_lock(out_dir):
@@ -185,15 +186,8 @@ def _checked_prompt_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
     return dict(overrides)
 
 
-def _checked_fusion(path: Path | None, methods: Sequence[MethodSpec]) -> FusionConfig | None:
-    """Load `--fusion` before anything runs; a fused graph method needs it (MAR cannot be fit on validation yet)."""
-    for spec in methods:
-        if spec.kind == "m3rec" and spec.fused:
-            if path is None:
-                raise EvaluationError(
-                    f"{spec.key} needs --fusion FILE for now: fitting the MAR signal on the"
-                    " validation split (an LLM run on validation cases) is not implemented yet"
-                )
+def _checked_fusion(path: Path | None) -> FusionConfig | None:
+    """Load `--fusion` before anything runs (None: every fused method fits its weights on validation)."""
     if path is None:
         return None
     try:
@@ -247,7 +241,12 @@ def _score(
                 if langsmith:
                     scorer = (
                         m3rec_scorer(
-                            spec, slice_, graph, env.seed, env.prompt_overrides, env.fusion_config
+                            spec,
+                            slice_,
+                            graph,
+                            env.seed,
+                            env.prompt_overrides,
+                            fused_graph_config(spec, env, graph),
                         )
                         if graph is not None and spec.kind == "m3rec"
                         else ranker_scorer(spec, cast(Ranker, ranker), slice_)

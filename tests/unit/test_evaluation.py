@@ -605,3 +605,51 @@ def test_a_fused_graph_method_runs_mar_with_the_prior_and_records_its_fusion_con
     for record in fused:
         assert record["fusion"]["version"] == FusionConfig.model_validate_json(config.read_text()).version
         assert set(record["fusion"]["signals"]) == {"mar", "prior"}
+
+
+def test_a_fused_graph_method_without_a_file_fits_mar_on_validation_and_resumes(tmp_path: Path) -> None:
+    """`m3rec:hybrid:fused+popularity` with no --fusion: the LLM runs on the validation split first.
+
+    Every validation user's signals are appended as they finish; a rerun after a
+    crash runs only the missing users, and the fitted config is the same.
+    """
+    from m3rec_graph.evaluation.graph_fit import fitted_config_file, validation_file
+    from m3rec_graph.evaluation.validation import validation_cases
+    from m3rec_graph.fusion import FusionConfig
+
+    method = "m3rec:hybrid:fused+popularity"
+    out = tmp_path / "run"
+    models = fake_models()
+
+    def evaluate() -> None:
+        run_evaluation(
+            settings(users=4), parse_methods(method), out, chat_models=models, serve=Served([]),
+            progress=io.StringIO(), n_boot=0, plots=False,
+        )  # fmt: skip
+
+    evaluate()
+    lines = validation_file(out, method).read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4
+    for record in records:  # both graph signals, one value per validation candidate
+        assert set(record["signals"]) == {"mar", "overlap"}
+        assert len(record["signals"]["mar"]) == 10
+    config = FusionConfig.model_validate_json(fitted_config_file(out, method).read_text())
+    assert set(config.weights) == {"mar", "overlap", "text", "prior"}
+    assert config.fitted is not None and config.fitted["users"] == 4 and config.sampling == "uniform"
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["fusion"]["version"] for r in results} == {config.version}
+    # the validation requests are the validation cases (second-last item), never a test case
+    test_cases = {r["user_id"]: r["ranking"] for r in results}
+    valid = validation_cases(load_dataset(BEAUTY), prepare_cases(settings(users=4), load_dataset(BEAUTY), out), seed=0)
+    shown = {c.user_id: {i.item_id for i in c.candidates} for c in valid}
+    assert all(not shown[user] & set(ranking) for user, ranking in test_cases.items())
+
+    # a crash during the validation run: the last line is lost; the rerun redoes only that user
+    validation_file(out, method).write_text("\n".join(lines[:2]) + "\n")
+    (out / "results.jsonl").unlink()
+    evaluate()
+    again = validation_file(out, method).read_text().splitlines()
+    assert again[:2] == lines[:2] and len(again) == 4
+    assert sorted(json.loads(line)["user_id"] for line in again) == sorted(r["user_id"] for r in records)
+    assert FusionConfig.model_validate_json(fitted_config_file(out, method).read_text()).version == config.version

@@ -209,13 +209,6 @@ def test_a_given_config_is_used_and_its_sampling_checked(tmp_path: Path) -> None
         )  # fmt: skip
 
 
-def test_fused_graph_methods_say_what_they_need(tmp_path: Path) -> None:
-    methods = parse_methods("m3rec:local:fused+sasrec")
-    with pytest.raises(EvaluationError, match="needs --fusion FILE"):
-        run_evaluation(settings(), methods, tmp_path / "f", progress=io.StringIO(), plots=False)
-    assert not (tmp_path / "f").exists()
-
-
 # --------------------------------------------------------------------------- report breakdowns
 
 
@@ -292,7 +285,7 @@ def test_fit_fusion_writes_a_config_and_prints_validation_metrics(
     [
         (["--signals", "text,bm25"], "unknown signal 'bm25'"),
         (["--signals", " , "], "--signals is empty"),
-        (["--signals", "text,mar"], "not available yet"),
+        (["--signals", "text,mar"], "needs an LLM"),
         (["--signals", "text", "--prior", "sasrec"], "has no prior"),
         (["--signals", "text,prior", "--prior", "none"], "--prior is none"),
         (["--dataset", "no/such/dir"], "dataset directory not found"),

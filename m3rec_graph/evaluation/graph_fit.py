@@ -1,0 +1,225 @@
+"""Fusion weights for a fused graph method (`m3rec...:fused[+PRIOR]`), fit on the run's validation split.
+
+The `mar` and `overlap` signals exist only once the graph has run, so a fit that
+uses them runs the LLM on the validation cases (`validation.validation_cases`:
+each user's second-last item with its own seeded negatives, disjoint from the
+test candidates). It is resumable like `m3rec eval`: every validation user's
+signals are appended to `validation-METHOD.jsonl` in the run directory as they
+arrive, and a rerun runs only the users missing there.
+
+How the signals are read: each validation case runs under the method's own
+context with the probe config `PROBE` (weights `mar` 1, `overlap` 1), and the
+line keeps each candidate's `score_parts` of the two. A part is the signal's
+per-request z-score times a positive constant (its renormalised weight), and the
+fit z-normalises every signal within its case again (`fusion.fit`), so the fit
+sees exactly the z-scores the serving-time fusion will weigh. `text` and the
+prior are computed here, as for `fusion:PRIOR+text` (`fusion_method.case_signals`).
+A case whose MAR did not score every candidate (a failed MAR chunk) has no `mar`
+part; it is left out of the fit and counted.
+
+The fitted config is written to `fusion-METHOD.json` next to the results, and each
+result line of the method records its version.
+"""
+
+import asyncio
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+
+from m3rec_graph.context import M3RecContext
+from m3rec_graph.evaluation.datasets import EvalCase
+from m3rec_graph.evaluation.fusion_method import (
+    CaseSignals,
+    case_signals,
+    describe_weights,
+    fit_groups,
+)
+from m3rec_graph.evaluation.metrics import rank_of
+from m3rec_graph.evaluation.priors import PriorScorer
+from m3rec_graph.evaluation.progress import ProgressBar
+from m3rec_graph.evaluation.settings import EvaluationError, MethodSpec
+from m3rec_graph.evaluation.store import append_result, read_results
+from m3rec_graph.evaluation.validation import validation_cases
+from m3rec_graph.fusion import FusionConfig
+from m3rec_graph.fusion.config import Signal
+from m3rec_graph.fusion.fit import DEFAULT_FIT, FitError, fit_weights, fitted_config
+from m3rec_graph.state import M3RecGraph, RecInput
+from m3rec_graph.text.similarity import TfidfSimilarity
+
+PROBE = FusionConfig(weights={"mar": 1.0, "overlap": 1.0})
+"""The config validation cases run under: it makes the graph compute (and report) both LLM signals."""
+GRAPH_SIGNALS: tuple[Signal, ...] = ("mar", "overlap")
+VALIDATION_SLICE = "validation"
+
+
+def method_slug(method: str) -> str:
+    """A file-name-safe form of a method key (`m3rec:local:fused+sasrec` -> `m3rec-local-fused-sasrec`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", method)
+
+
+def validation_file(out_dir: Path, method: str) -> Path:
+    """The run directory's file of a fused graph method's validation signals."""
+    return out_dir / f"validation-{method_slug(method)}.jsonl"
+
+
+def fitted_config_file(out_dir: Path, method: str) -> Path:
+    """The run directory's file of the config fitted for a fused graph method."""
+    return out_dir / f"fusion-{method_slug(method)}.json"
+
+
+def validation_record(method: str, case: EvalCase, out: dict[str, Any]) -> dict[str, Any]:
+    """One validation line: each candidate's graph signals (in the case's order) and the call costs.
+
+    Its `rank` is the target's under the probe config (mar and overlap at equal weight).
+    """
+    parts = {entry.item_id: entry.score_parts or {} for entry in out["ranking"]}
+    ids = [item.item_id for item in case.candidates]
+    signals = {
+        s: [parts[i][s] for i in ids] for s in GRAPH_SIGNALS if all(s in parts[i] for i in ids)
+    }
+    total = out["usage"].total
+    return {
+        "method": method,
+        "slice": VALIDATION_SLICE,
+        "user_id": case.user_id,
+        "rank": rank_of(case.target_id, [entry.item_id for entry in out["ranking"]]),
+        "signals": signals,
+        "llm_calls": total.calls,
+        "input_tokens": total.input_tokens,
+        "output_tokens": total.output_tokens,
+        "cost_usd": total.cost_usd,
+    }
+
+
+async def run_validation(
+    graph: M3RecGraph,
+    context: M3RecContext,
+    method: str,
+    cases: Sequence[EvalCase],
+    path: Path,
+    bar: ProgressBar,
+    concurrency: int,
+) -> None:
+    """Run the graph on `cases` (users started in order, `concurrency` in flight), appending each line as it finishes."""
+    gate = asyncio.Semaphore(concurrency)
+    config = cast(RunnableConfig, {"run_name": "m3rec_validation", "metadata": {"eval_method": method}})
+
+    async def one(case: EvalCase) -> dict[str, Any]:
+        async with gate:
+            request = cast(RecInput, case.to_request())
+            out = await graph.ainvoke(request, config, context=context)
+            return validation_record(method, case, cast(dict[str, Any], out))
+
+    with path.open("a", encoding="utf-8") as handle:
+        tasks = [asyncio.create_task(one(case)) for case in cases]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                record = await finished
+                append_result(handle, record)
+                bar.advance(record["input_tokens"] + record["output_tokens"], record["cost_usd"])
+        finally:  # a failed user stops the run: the others are cancelled, not left running
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def fit_graph_signals(
+    spec: MethodSpec,
+    cases: Sequence[EvalCase],
+    lines: dict[str, dict[str, Any]],
+    *,
+    text: TfidfSimilarity,
+    prior: PriorScorer | None,
+    sampling: str,
+    metadata: dict[str, object],
+) -> tuple[FusionConfig, int]:
+    """Fit `mar`, `overlap`, `text` (and `prior`) on the validation lines; return the config and the cases left out.
+
+    Raises:
+        EvaluationError: No case has every signal, or the fit fails.
+    """
+    extra = case_signals(cases, text, prior)
+    names: list[Signal] = [*GRAPH_SIGNALS, "text"]
+    if prior is not None:
+        names.append("prior")
+    used: list[EvalCase] = []
+    values: list[CaseSignals] = []
+    for case, more in zip(cases, extra, strict=True):
+        graph_signals = lines[case.user_id]["signals"]
+        if all(s in graph_signals for s in GRAPH_SIGNALS):
+            used.append(case)
+            values.append({**graph_signals, **more})
+    if not used:
+        raise EvaluationError(f"{spec.key}: no validation case has a MAR score for every candidate")
+    try:
+        result = fit_weights(fit_groups(used, values), names, DEFAULT_FIT)
+    except FitError as exc:
+        raise EvaluationError(f"fusion fit: {exc}") from None
+    config = fitted_config(
+        result, sampling=sampling, metadata={**metadata, "users": len(used), "method_key": spec.key}
+    )
+    return config, len(cases) - len(used)
+
+
+def fit_fused_graph_method(
+    spec: MethodSpec,
+    graph: M3RecGraph,
+    context: M3RecContext,
+    *,
+    dataset: Any,
+    test_cases: Sequence[EvalCase],
+    seed: int,
+    sampling: str,
+    prior: PriorScorer | None,
+    out_dir: Path,
+    stream: Any,
+    concurrency: int,
+) -> FusionConfig:
+    """Run (or resume) the graph on the validation split, fit the weights, write and return the config.
+
+    `context` is the method's context with `fusion=PROBE`; the caller has the model
+    server running for it.
+
+    Raises:
+        EvaluationError: No user has a validation case, or the fit fails.
+    """
+    cases = validation_cases(dataset, test_cases, seed=seed, sampling=cast(Any, sampling))
+    if not cases:
+        raise EvaluationError("no user has a validation item (every sequence has two items)")
+    path = validation_file(out_dir, spec.key)
+    done = {user: line for (_, _, user), line in read_results(path).items()}
+    todo = [case for case in cases if case.user_id not in done]
+    bar = ProgressBar(stream, f"{spec.key} [validation fit]", len(cases), len(cases) - len(todo))
+    if todo:
+        asyncio.run(run_validation(graph, context, spec.key, todo, path, bar, concurrency))
+    bar.render(force=True)
+    lines = {user: line for (_, _, user), line in read_results(path).items()}
+    config, left_out = fit_graph_signals(
+        spec,
+        cases,
+        lines,
+        text=TfidfSimilarity(dataset.items.values()),
+        prior=prior,
+        sampling=sampling,
+        metadata={
+            "dataset": dataset.name,
+            "split": "validation (second-last item, own negatives)",
+            "negatives": len(cases[0].candidates) - 1,
+            "seed": seed,
+            "prior": spec.prior,
+        },
+    )
+    config.dump(fitted_config_file(out_dir, spec.key))
+    cost = [line.get("cost_usd") for line in lines.values()]
+    spent = "unknown" if any(c is None for c in cost) else f"${sum(cast(list[float], cost)):.4f}"
+    print(
+        f"{spec.key}: fitted on {len(cases) - left_out} validation users"
+        f" ({left_out} left out: MAR did not score every candidate; validation LLM cost {spent}):"
+        f" {describe_weights(config)}",
+        file=stream,
+        flush=True,
+    )
+    return config
