@@ -2,6 +2,8 @@
 
     python evals/cost_tables.py beauty_99.json beauty_19.json
 
+Then, per report and MAR mode, the per-stage table of `PER_STAGE`'s presets.
+
 For each report and MAR mode: USD per 1,000 users per preset, each comparison of
 `costing.COMPARISONS` (a hybrid routing against its all-strong routing) with the
 stage shares that cap its saving, and the sensitivity of the saving to schema
@@ -18,6 +20,8 @@ from m3rec_graph.cost.estimate import COMPARISONS
 from m3rec_graph.llm.usage import price_table
 
 PRICES = price_table()
+PER_STAGE = ("hybrid", "gpt-6.1-sol")
+"""The presets whose per-stage tables docs/cost.md shows: today's hybrid and its all-strong routing."""
 
 
 def usd(stage: dict[str, Any], *, schema: bool = True) -> float:
@@ -77,6 +81,37 @@ def main(paths: list[str]) -> None:
             print(f"| {r['settings']['negatives']} | {c['mar_mode']} | {c['hybrid']} vs {c['strong']} | " + " | ".join(cells) + " |")
     pairs = ", ".join(f"{a} vs {b}" for a, b in COMPARISONS)
     print(f"\n(comparisons: {pairs})")
+    for r in reports:
+        for mode in r["settings"]["mar_modes"]:
+            per_stage_table(r, mode)
+
+
+def per_stage_table(report: dict[str, Any], mode: str) -> None:
+    """Print one report's per-stage table (calls, tokens, USD per 1,000 users) for `PER_STAGE`'s presets."""
+    users = report["users"]
+    print(f"\n#### {report['settings']['negatives']} negatives, MAR {mode}\n")
+    print(
+        "| preset | stage | model (effort) | calls | input tokens | of which schema | output tokens"
+        " | of which reasoning | USD per 1,000 users |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for e in report["estimates"]:
+        if e["preset"] not in PER_STAGE or e["mar_mode"] != mode:
+            continue
+        for name in ("mope", "mote", "mar"):
+            st = e["stages"][name]
+            print(
+                f"| {e['preset']} | {name} | {st['model']} ({st.get('reasoning_effort') or 'none'})"
+                f" | {st['calls']:,} | {st['input_tokens']:,} | {st['schema_tokens']:,}"
+                f" | {st['output_tokens']:,} | {st.get('reasoning_tokens', 0):,}"
+                f" | ${st['cost_usd'] / users * 1000:,.2f} |"
+            )
+        batch = e.get("cost_usd_batch_mote")
+        via = f" (MOTE via Batch API: ${batch / users * 1000:,.2f})" if batch is not None else ""
+        print(
+            f"| **{e['preset']}** | **total** | | | {e['input_tokens']:,} | | {e['output_tokens']:,} |"
+            f" | **${e['cost_usd'] / users * 1000:,.2f}**{via} |"
+        )
 
 
 if __name__ == "__main__":
