@@ -33,7 +33,7 @@ from m3rec_graph.evaluation.fusion_method import (
 )
 from m3rec_graph.evaluation.graph_fit import PROBE, fit_fused_graph_method
 from m3rec_graph.evaluation.metrics import rank_of
-from m3rec_graph.evaluation.priors import prior_scorer, sasrec_ranker
+from m3rec_graph.evaluation.priors import PriorScorer, prior_scorer, sasrec_ranker
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.settings import EvalSlice, EvaluationError, MethodSpec
 from m3rec_graph.evaluation.store import RESULTS_FILE, append_result, read_results
@@ -140,10 +140,9 @@ def fusion_config_file(spec: MethodSpec) -> str:
     return f"fusion-{spec.prior}.json"
 
 
-def _fusion_ranker(spec: MethodSpec, env: MethodEnv) -> Ranker:
-    """`fusion:PRIOR+text`: the config of `--fusion`, or one fitted on the run's validation split."""
-    text = TfidfSimilarity(env.dataset.items.values())
-    prior = prior_scorer(
+def method_prior(spec: MethodSpec, env: MethodEnv) -> PriorScorer | None:
+    """The prior scorer of a fusion or fused method (`None` for `none`); SASRec trains or loads once per run."""
+    return prior_scorer(
         spec.prior,
         env.dataset,
         dataset_path=env.dataset_path,
@@ -151,13 +150,28 @@ def _fusion_ranker(spec: MethodSpec, env: MethodEnv) -> Ranker:
         sasrec_config=env.sasrec_config,
         stream=env.stream,
     )
+
+
+def file_config(env: MethodEnv, config: FusionConfig) -> FusionConfig:
+    """`--fusion FILE`'s config, refused when it was fit under another negative sampling than the run's.
+
+    Raises:
+        FusionSamplingMismatchError: The sampling differs and the mismatch is not allowed.
+    """
+    return checked_config(
+        config,
+        env.sampling,
+        allow_sampling_mismatch=env.allow_sampling_mismatch,
+        source=env.fusion_source,
+    )
+
+
+def _fusion_ranker(spec: MethodSpec, env: MethodEnv) -> Ranker:
+    """`fusion:PRIOR+text`: the config of `--fusion`, or one fitted on the run's validation split."""
+    text = TfidfSimilarity(env.dataset.items.values())
+    prior = method_prior(spec, env)
     if env.fusion_config is not None:
-        config = checked_config(
-            env.fusion_config,
-            env.sampling,
-            allow_sampling_mismatch=env.allow_sampling_mismatch,
-            source=env.fusion_source,
-        )
+        config = file_config(env, env.fusion_config)
         signals = {"text", *(["prior"] if prior is not None else [])}
         if not signals.intersection(config.active()):
             raise EvaluationError(
@@ -384,14 +398,7 @@ def fused_priors(
     """User id -> the prior of each candidate (shown order) for `m3rec...:fused+PRIOR`, else None."""
     if not spec.fused or spec.prior == "none":
         return None
-    scorer = prior_scorer(
-        spec.prior,
-        env.dataset,
-        dataset_path=env.dataset_path,
-        sasrec_path=env.out_dir / SASREC_FILE,
-        sasrec_config=env.sasrec_config,
-        stream=env.stream,
-    )
+    scorer = method_prior(spec, env)
     if scorer is None:
         return None
     return {case.user_id: scores for case, scores in zip(cases, scorer(cases), strict=True)}
@@ -414,21 +421,9 @@ def fused_graph_config(spec: MethodSpec, env: MethodEnv, graph: M3RecGraph) -> F
     if spec.key in env.fitted_configs:
         return env.fitted_configs[spec.key]
     if env.fusion_config is not None:
-        config = checked_config(
-            env.fusion_config,
-            env.sampling,
-            allow_sampling_mismatch=env.allow_sampling_mismatch,
-            source=env.fusion_source,
-        )
+        config = file_config(env, env.fusion_config)
     else:
-        prior = prior_scorer(
-            spec.prior,
-            env.dataset,
-            dataset_path=env.dataset_path,
-            sasrec_path=env.out_dir / SASREC_FILE,
-            sasrec_config=env.sasrec_config,
-            stream=env.stream,
-        )
+        prior = method_prior(spec, env)
         probe = m3rec_context(spec, env.seed, env.prompt_overrides, PROBE)
         with env.serve(probe):
             try:
