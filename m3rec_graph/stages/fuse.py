@@ -6,7 +6,7 @@ by `fused_score`). Each signal is z-normalised per request and weighted by the
 fusion config (`m3rec_graph.fusion.fuse`); a signal that is missing (no `prior` in
 the request, MAR not run) drops out and the other weights renormalise.
 
-- `mar`: MAR's alignment score (absent when MAR did not run);
+- `mar`: MAR's alignment score (absent when MAR did not run, or fell back for any candidate);
 - `overlap`: the deterministic profile-trait overlap (`fallbacks.overlap_alignment`,
   the `no_mar` ranking);
 - `text`: TF-IDF cosine between the history and each candidate
@@ -121,7 +121,12 @@ def signals(
 ) -> dict[Signal, dict[str, float]]:
     """Return each weighted, present signal's raw value per candidate id."""
     out: dict[Signal, dict[str, float]] = {}
-    if _weight(config, "mar") and all(item_id in scores for item_id in order):
+    # MAR's signal only when MAR itself scored every candidate: a failed chunk's fallback
+    # scores are the overlap's, on another scale, and would pose as MAR's (then `mar`
+    # drops out like any missing signal, and the report's `signals` says so).
+    if _weight(config, "mar") and all(
+        item_id in scores and scores[item_id].source == "llm" for item_id in order
+    ):
         out["mar"] = {item_id: scores[item_id].score for item_id in order}
     if _weight(config, "overlap"):
         out["overlap"] = {

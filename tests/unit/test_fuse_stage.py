@@ -269,6 +269,18 @@ async def test_fuse_runs_once_after_a_mar_reask() -> None:
     assert nodes.count("fuse") == 1 and nodes[-1] == "rank"
 
 
+async def test_fallback_mar_scores_never_count_as_the_mar_signal() -> None:
+    base = default_responder(score_of=mar_score)
+
+    def respond(stage: str, prompt: str) -> str | BaseException:
+        return "not json" if stage == "mar" else base(stage, prompt)  # MAR never answers validly
+
+    out, _ = await run(REQUEST, ctx({"weights": {"mar": 1.0, "text": 1.0}}), ScriptedModels(respond))
+    assert {r.source for r in out["ranking"]} == {"fallback"}
+    assert out["fusion"]["signals"] == ["text"]  # the overlap fallback does not pose as MAR
+    assert all(set(r.score_parts or {}) == {"text"} for r in out["ranking"])
+
+
 async def test_each_run_on_a_reused_thread_fuses_its_own_priors() -> None:
     saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES))
     models = ScriptedModels(default_responder(score_of=mar_score))
