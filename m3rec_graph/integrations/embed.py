@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol, cast
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langgraph.config import get_stream_writer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from typing_extensions import TypedDict
 
 from m3rec_graph.context import M3RecContext
@@ -95,8 +95,25 @@ class RecommendByIdArgs(BaseModel):
     candidates: list[str] = Field(
         min_length=1, max_length=MAX_CANDIDATES, description="Products to rank: catalog item ids."
     )
+    priors: list[float] | None = Field(
+        default=None,
+        description=(
+            "Optional: your retriever's or ranker's score for each candidate, in the same order "
+            "(finite numbers, higher is better; one per candidate). It counts only when m3rec's "
+            "context turns fusion on."
+        ),
+    )
     user_id: str = Field(default="shopper", min_length=1, description="The shopper's id, if known.")
     k: int | None = Field(default=None, ge=1, description="How many top products to return.")
+
+    @model_validator(mode="after")
+    def _one_prior_per_candidate(self) -> "RecommendByIdArgs":
+        if self.priors is not None and len(self.priors) != len(self.candidates):
+            raise ValueError(
+                f"priors has {len(self.priors)} scores for {len(self.candidates)} candidates: "
+                "give one per candidate, in the same order, or leave priors out"
+            )
+        return self
 
 
 def tool_answer(out: RecOutput, candidates: Sequence[Item]) -> dict[str, Any]:
@@ -180,7 +197,8 @@ def as_tool(
         context: m3rec's routing (default: `default_context()` at each call), and its
             fusion setting (`M3RecContext.fusion`).
         catalog: Resolves item ids: with one, the model passes catalog ids (a short
-            schema, and no item text to copy); without, full items, where each
+            schema, and no item text to copy) and, optionally, `priors`, the host ranker's
+            score of each candidate in their order; without, full items, where each
             candidate may carry a `prior` (the host ranker's score; on all or none).
         k: How many items the answer lists unless the model asks for another `k`.
         name: The tool name the model sees.
@@ -197,13 +215,19 @@ def as_tool(
         candidates: Sequence[ItemRef],
         user_id: str = "shopper",
         k: int | None = None,
+        priors: Sequence[float] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         try:
             candidate_items = resolve_items(candidates, catalog)
+            candidate_dicts = [item_dict(i) for i in candidate_items]
+            if priors is not None:  # by id: the scores come apart from the ids, in their order
+                candidate_dicts = [
+                    {**c, "prior": p} for c, p in zip(candidate_dicts, priors, strict=True)
+                ]
             request = {
                 "user_id": user_id,
                 "history": [item_dict(i) for i in resolve_items(history, catalog)],
-                "candidates": [item_dict(i) for i in candidate_items],
+                "candidates": candidate_dicts,
                 "k": k or default_k,
             }
             result = await _graph(graph).ainvoke(cast(RecInput, request), context=_context(context))
@@ -220,11 +244,12 @@ def as_tool(
         candidates: Sequence[ItemRef],
         user_id: str = "shopper",
         k: int | None = None,
+        priors: Sequence[float] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(recommend(history, candidates, user_id, k))
+            return asyncio.run(recommend(history, candidates, user_id, k, priors))
         raise ToolException(f"{name} was called synchronously inside an event loop: use ainvoke")
 
     return StructuredTool.from_function(

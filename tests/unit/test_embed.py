@@ -510,3 +510,22 @@ async def test_node_passes_host_priors_through(models: ScriptedModels) -> None:
     out = await host.ainvoke(cast(PriorHost, state))
     assert [r.item_id for r in out["ranking"]] == expected_order()[::-1]
     assert all(r.score_parts is not None and set(r.score_parts) == {"prior"} for r in out["ranking"])
+
+
+async def test_the_by_id_tool_takes_priors_in_candidate_order(models: ScriptedModels) -> None:
+    request = request_of(HISTORY_IDS, CANDIDATE_IDS)
+    catalog = InMemoryCatalog([*request["history"], *request["candidates"]])
+    tool = as_tool(m3rec(models), context=PRIOR_ONLY, catalog=catalog, k=3)
+    assert "priors" in tool.args
+    priors = [c["prior"] for c in with_priors(list(request["candidates"]))]
+    args = {"history": HISTORY_IDS, "candidates": CANDIDATE_IDS, "priors": priors}
+    message = await tool.ainvoke({"type": "tool_call", "name": TOOL_NAME, "id": "c1", "args": args})
+    assert isinstance(message, ToolMessage) and message.status != "error"
+    answer = json.loads(message.text)
+    assert [r["item_id"] for r in answer["recommendations"]] == expected_order()[::-1][:3]
+    assert message.artifact["fusion"]["signals"] == ["prior"]
+
+    short = {**args, "priors": priors[:-1]}
+    refused = await tool.ainvoke({"type": "tool_call", "name": TOOL_NAME, "id": "c2", "args": short})
+    assert isinstance(refused, ToolMessage) and refused.status == "error"
+    assert "one per candidate" in refused.text
