@@ -8,10 +8,11 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from m3rec_graph.errors import M3RecError
+from m3rec_graph.errors import ConfigurationError, M3RecError
 from m3rec_graph.llm.worker_share import worker_share
 from m3rec_graph.scale.config import WorkerConfig
 from m3rec_graph.scale.worker import EncodeReport, GraphWorker
+from m3rec_graph.storage.store import store_kind
 
 Chunk = Sequence[dict[str, Any]]
 """Requests one worker call runs (at most `concurrency` of them in flight at once)."""
@@ -39,9 +40,18 @@ class Engine(Protocol):
 
 
 def check_split(config: WorkerConfig, workers: int) -> None:
-    """Refuse, before any worker starts, limits that cannot be split `workers` ways (`ConfigurationError`)."""
+    """Refuse, before any worker starts, what `workers` workers cannot share (`ConfigurationError`).
+
+    That is limits too small to split `workers` ways, and an in-memory store: each
+    worker process would have its own, so none would see another's traits.
+    """
     for index in range(workers):
         worker_share(config.limits, workers, index)
+    if workers > 1 and store_kind(config.store_url) == "memory":
+        raise ConfigurationError(
+            f"--store memory: cannot be shared by {workers} worker processes: use postgresql://..."
+            " (any cluster) or sqlite:///PATH (one machine)"
+        )
 
 
 class LocalEngine:

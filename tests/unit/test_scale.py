@@ -175,6 +175,9 @@ def test_bad_input_exits_2_before_anything_runs(server: FaultServer, tmp_path: P
     with pytest.raises(SystemExit) as split:
         main(batch_args(server, good, tmp_path / "out.jsonl", "--engine", "ray", "--workers", "3", "--max-inflight-requests", "2"))
     assert split.value.code == 2 and "cannot be split across 3 workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as memory:  # batch_args uses --store memory:
+        main(batch_args(server, good, tmp_path / "out.jsonl", "--engine", "ray", "--workers", "2"))
+    assert memory.value.code == 2 and "cannot be shared by 2 worker processes" in capsys.readouterr().err
     assert server.counts().get("requests", 0) == 0
 
 
