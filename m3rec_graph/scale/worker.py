@@ -11,7 +11,6 @@ from collections.abc import Coroutine, Sequence
 from contextlib import ExitStack
 from typing import Any, TypeVar, cast
 
-from langgraph.store.base import BaseStore
 from pydantic_core import to_jsonable_python
 
 from m3rec_graph.context import M3RecContext
@@ -23,12 +22,14 @@ from m3rec_graph.llm.factory import ChatModelFactory
 from m3rec_graph.llm.worker_share import worker_share
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.scale.config import WorkerConfig
-from m3rec_graph.stages.mote import build_mote_graph
-from m3rec_graph.state import M3RecGraph, MoteTask, RecInput
+from m3rec_graph.scale.prepass import BufferedTraits, build_prepass_graph
+from m3rec_graph.state import M3RecGraph, RecInput
 from m3rec_graph.storage.store import open_store
-from m3rec_graph.storage.traits import StoreTraitMemory
 
 T = TypeVar("T")
+
+PREPASS_CHUNK = 20
+"""Items per pre-pass run: a 20-candidate recommendation's fan-out."""
 
 EncodeReport = dict[str, int]
 """What a MOTE pre-pass did: `items` asked, `stored` already in the store, `encoded`, `failed`."""
@@ -79,6 +80,8 @@ class GraphWorker:
                 store=self._store,
                 profile_ttl_days=config.profile_ttl_days,
             )
+            self._buffer = BufferedTraits(self._store)
+            self._prepass = build_prepass_graph(self._chat_models, self._buffer)
         except BaseException:
             self._stack.close()
             raise
@@ -95,10 +98,9 @@ class GraphWorker:
         workers. An item whose answers all fail is not stored (as in a graph run): the
         shopper that shows it asks MOTE again.
         """
-        mote = build_mote_graph(self._chat_models, legacy=StoreTraitMemory(self._store))
         parsed = [Item.model_validate(i) for i in items]
         return self._loop.run_until_complete(
-            _encode(mote, self._store, parsed, self.config.context, self.config.concurrency)
+            _encode(self._prepass, self._buffer, parsed, self.config.context, self.config.concurrency)
         )
 
     def recommend(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,22 +123,23 @@ class GraphWorker:
 
 
 async def _encode(
-    mote: Any, store: BaseStore, items: list[Item], ctx: M3RecContext, concurrency: int
+    prepass: Any, memory: BufferedTraits, items: list[Item], ctx: M3RecContext, concurrency: int
 ) -> EncodeReport:
-    memory = StoreTraitMemory(store)
     model = ctx.model_for("mote").name
     version = load_prompt("mote", ctx.prompt_overrides.get("mote")).version
     stored = await memory.read(items, model=model, prompt_version=version)
     misses = [item for item in items if item.item_id not in stored]
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(item: Item) -> bool:
-        # The stage's own nodes and loop (re-asks, fallbacks), writing to the worker's store.
-        async with gate:
-            out = await mote.ainvoke(MoteTask(item=item), context=ctx)
-        return not out["degraded"]
+    async def one(chunk: list[Item]) -> int:
+        async with gate:  # a chunk is one run's fan-out, as a recommendation's candidates are
+            out = await prepass.ainvoke({"items": chunk}, context=ctx)
+            await memory.flush()  # this run's traits (and any a sibling buffered), one abatch
+        failed = {d["item_id"] for d in out.get("degraded", []) if d["stage"] == "mote"}
+        return len(chunk) - len(failed)
 
-    encoded = sum(await _all([one(item) for item in misses]))
+    chunks = [misses[i : i + PREPASS_CHUNK] for i in range(0, len(misses), PREPASS_CHUNK)]
+    encoded = sum(await _all([one(chunk) for chunk in chunks]))
     return {
         "items": len(items),
         "stored": len(stored),
