@@ -9,12 +9,18 @@ rankings do not depend on which worker ran a shopper. Its counters see every wor
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from m3rec_graph.cli.app import main
+from m3rec_graph.scale.batch import read_requests, run_batch
+from m3rec_graph.scale.config import WorkerConfig
+from m3rec_graph.scale.engine import EngineError
+from m3rec_graph.scale.ray_engine import RayEngine
+from tests.fakes import scripted_models
 from tests.fault_server import FaultConfig, FaultServer
-from tests.unit.test_scale import batch_args, rankings, requests_file
+from tests.unit.test_scale import CTX, batch_args, rankings, requests_file
 
 ray = pytest.importorskip("ray")
 
@@ -103,3 +109,28 @@ def test_the_provider_limits_hold_across_ray_workers(tmp_path: Path, monkeypatch
     assert limited.get("over_tpm", 0) == 0 and limited.get("over_inflight", 0) == 0
     assert limited.get("status:429", 0) == 0 and limited["peak_admitted"] <= cap
     assert len(rankings(tmp_path / "limited.jsonl")) == 6
+
+
+def test_a_worker_killed_mid_run_loses_nothing_finished_and_a_rerun_completes(tmp_path: Path) -> None:
+    requests = read_requests(requests_file(tmp_path / "in.jsonl", 12))
+    out = tmp_path / "out.jsonl"
+    config = WorkerConfig(context=CTX, store_url=f"sqlite:///{tmp_path / 'store.db'}", chat_models=scripted_models, concurrency=1)
+    engines: list[RayEngine] = []
+
+    def start() -> RayEngine:
+        engines.append(RayEngine(config, 2))
+        return engines[-1]
+
+    def kill_a_worker(record: dict[str, Any]) -> None:
+        if len(engines) == 1:  # the first run only: its first output kills actor 0
+            ray.kill(engines[0]._actors[0])
+
+    with pytest.raises(EngineError, match="a Ray worker died"):
+        run_batch(requests, out, start, CTX, concurrency=1, on_output=kill_a_worker)
+    finished = [json.loads(line)["line"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert 1 <= len(finished) < 12
+
+    report = run_batch(requests, out, start, CTX, concurrency=1, on_output=kill_a_worker)
+    assert (report.already, report.computed) == (len(finished), 12 - len(finished))
+    lines = sorted(json.loads(line)["line"] for line in out.read_text(encoding="utf-8").splitlines())
+    assert lines == list(range(1, 13))  # every request once: nothing lost, nothing twice
