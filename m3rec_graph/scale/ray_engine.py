@@ -19,6 +19,7 @@ from m3rec_graph.errors import ConfigurationError, M3RecError
 from m3rec_graph.scale.config import WorkerConfig
 from m3rec_graph.scale.engine import Chunk, EngineError, check_split
 from m3rec_graph.scale.worker import EncodeReport, GraphWorker
+from m3rec_graph.storage.store import open_store
 
 
 def _ray() -> Any:
@@ -53,6 +54,10 @@ class RayEngine:
             raise ConfigurationError(f"--workers must be >= 1, got {workers}")
         check_split(config, workers)
         self._ray = ray = _ray()
+        # Opened once here first: an unreachable or malformed store fails with its own
+        # typed error (exit 2), not as N dead actors, and its tables are set up once.
+        with open_store(config.store_url):
+            pass
         self._workers, self._depth = workers, max(1, depth)
         self._owns_runtime = False
         if not ray.is_initialized():
@@ -87,9 +92,13 @@ class RayEngine:
             if isinstance(cause, M3RecError):
                 raise cause from None
             raise EngineError(f"a Ray worker failed: {cause!r}; rerun to resume") from None
-        except ray.exceptions.RayError as exc:  # an actor died (killed, out of memory, node lost)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EngineError(f"a Ray worker died ({first}); rerun to resume") from None
+        except ray.exceptions.RayActorError as exc:
+            if getattr(exc, "actor_init_failed", False):  # the constructor raised: its last line says what
+                lines = [line.strip() for line in str(getattr(exc, "error_msg", exc)).splitlines() if line.strip()]
+                raise EngineError(f"a Ray worker could not start: {lines[-1] if lines else exc!r}") from None
+            raise EngineError("a Ray worker died (killed, out of memory or its node lost); rerun to resume") from None
+        except ray.exceptions.RayError as exc:
+            raise EngineError(f"Ray failed: {type(exc).__name__}; rerun to resume") from None
 
     def encode(self, shards: Sequence[Chunk]) -> list[EncodeReport]:
         """Run shard `i` on actor `i`, all at once; return when every shard is done."""
