@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/m3rec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,test,eval]'
+	$(BIN)/python -m pip install --quiet -e '.[local,test,eval,scale]'
 	$(BIN)/m3rec fetch-model
 	touch $(BIN)/m3rec
 

@@ -6,6 +6,7 @@ concurrent MOTE/MAR tasks can be answered by content rather than by call order.
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,3 +176,11 @@ def default_responder(score_of: Callable[[str], int] = lambda _: 5) -> Responder
         return json.dumps({"score": score_of(item.group(1)), "matched": ["value"], "rationale": "ok"})
 
     return respond
+
+
+def scripted_models() -> ScriptedModels:
+    """Valid answers for every stage, MAR scores by a hash of the id: a `WorkerConfig.chat_models`.
+
+    Module-level, so it pickles by reference and a worker in another process builds its own.
+    """
+    return ScriptedModels(default_responder(lambda item_id: zlib.crc32(item_id.encode()) % 11))

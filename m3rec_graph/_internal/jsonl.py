@@ -1,7 +1,8 @@
-"""Reading JSON-lines files with errors that name the file and line."""
+"""Reading JSON-lines files with errors that name the file and line; resuming append-only ones."""
 
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -25,3 +26,20 @@ def json_lines(
         except json.JSONDecodeError as exc:
             raise error(f"{where}: invalid JSON ({exc.msg}){hint}") from None
         yield where, value
+
+
+def complete_lines(path: Path) -> list[str]:
+    """Return the complete lines of an append-only JSONL file, cutting off a torn last line.
+
+    A last line without its newline is what a process killed mid-write leaves: it is
+    truncated off the file (so the record is recomputed and appended whole). A missing
+    file has no lines.
+    """
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(complete)
+    return data[:complete].decode("utf-8").splitlines()

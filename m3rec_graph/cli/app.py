@@ -1,4 +1,4 @@
-"""The `m3rec` command line: recommend, graph, demo, serve, fetch-model, eval, fit-fusion, models, cost, encode-items, forget, prompts.
+"""The `m3rec` command line: recommend, recommend-batch, graph, demo, serve, fetch-model, eval, fit-fusion, models, cost, encode-items, forget, prompts.
 
 Each command group has its module in `m3rec_graph.cli`; this one builds the top-level
 parser and runs the command. Bad input ends with a one-line message and exit code 2;
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from m3rec_graph.cli import cost, encode
+from m3rec_graph.cli.batch import add_batch_parser
 from m3rec_graph.cli.eval import add_eval_parser
 from m3rec_graph.cli.forget import add_forget_parser
 from m3rec_graph.cli.fusion import add_fit_fusion_parser
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_recommend_parser(sub)
+    add_batch_parser(sub)
     add_graph_parser(sub)
     add_local_parsers(sub)
     add_eval_parser(sub)

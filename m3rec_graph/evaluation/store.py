@@ -23,17 +23,13 @@ A run lives in one directory, used by one process at a time:
 
 import contextlib
 import json
-import os
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-if sys.platform != "win32":
-    import fcntl
-
 from m3rec_graph._internal.atomic import atomic_write_text
-from m3rec_graph._internal.jsonl import json_lines
+from m3rec_graph._internal.jsonl import complete_lines, json_lines
+from m3rec_graph._internal.run_lock import exclusive_lock
 from m3rec_graph.errors import DatasetError
 from m3rec_graph.evaluation.datasets import (
     Dataset,
@@ -84,27 +80,14 @@ def run_lock(out_dir: Path) -> Iterator[None]:
     Raises:
         EvaluationError: Another process holds it (a run on the same directory is going on).
     """
-    if sys.platform == "win32":  # no flock: run unlocked
+
+    def busy(holder: str) -> EvaluationError:
+        return EvaluationError(
+            f"{out_dir} is in use by another run (pid {holder}); wait for it or use another --out"
+        )
+
+    with exclusive_lock(out_dir / LOCK_FILE, busy):
         yield
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / LOCK_FILE).open("a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise EvaluationError(
-                f"{out_dir} is in use by another run (pid {holder}); wait for it or use another --out"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_settings(out_dir: Path) -> dict[str, Any]:
@@ -226,15 +209,8 @@ def read_results(path: Path) -> dict[ResultKey, dict[str, Any]]:
     Raises:
         EvaluationError: A complete line is not a valid result record.
     """
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(complete)
     results: dict[ResultKey, dict[str, Any]] = {}
-    lines = data[:complete].decode("utf-8").splitlines()
+    lines = complete_lines(path)
     for where, record in json_lines(lines, path, EvaluationError, "; fix or delete the line"):
         if not (
             isinstance(record, dict)

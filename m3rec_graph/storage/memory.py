@@ -67,6 +67,18 @@ async def write_traits(
     await run_ops(store, [_trait_write(item, traits, model, prompt_version)])
 
 
+async def write_many_traits(
+    store: BaseStore,
+    entries: Sequence[tuple[Item, ItemTraits]],
+    *,
+    model: str,
+    prompt_version: str,
+) -> None:
+    """Store many validated MOTE answers in one `abatch` (the MOTE pre-pass of `m3rec_graph.scale`)."""
+    if entries:
+        await run_ops(store, [_trait_write(item, traits, model, prompt_version) for item, traits in entries])
+
+
 def write_traits_sync(
     store: BaseStore, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
 ) -> None:
