@@ -204,9 +204,13 @@ class LatencyServer:
             writer.close()
 
     async def respond(self, method: str, path: str, body: bytes, writer: asyncio.StreamWriter) -> None:
-        """Answer one request: GET /stats, or a chat completion paced by the latency model."""
+        """Answer one request: GET /stats (POST /stats/reset: the peak starts over), or a chat completion."""
         if method == "GET" and path.rstrip("/").endswith("/stats"):
             await _send(writer, 200, {**self.counts, "in_flight": self.in_flight})
+            return
+        if method == "POST" and path.rstrip("/").endswith("/stats/reset"):  # a new benchmark row
+            self.counts["peak_in_flight"] = self.in_flight
+            await _send(writer, 200, {"reset": True})
             return
         if method != "POST" or not path.rstrip("/").endswith("/chat/completions"):
             await _send(writer, *openai_error("invalid_url", method=method, path=path))
