@@ -29,6 +29,14 @@ def add_routing_options(parser: argparse.ArgumentParser) -> None:
     add_effort_options(parser)
     parser.add_argument("--mar-mode", choices=["listwise", "pointwise"], default="listwise")
     parser.add_argument(
+        "--mar-answer",
+        choices=["listwise", "scores_first"],
+        default="listwise",
+        help="listwise: the paper's full answer per candidate (default); scores_first: scores only, the"
+        " ranking streamed, then rationales for the top --rationale-k (docs/serving.md)",
+    )
+    parser.add_argument("--rationale-k", type=int, default=5, help="scores_first: how many top items get a rationale")
+    parser.add_argument(
         "--prompt",
         action="append",
         metavar="STAGE=HUB_REF",
@@ -72,7 +80,12 @@ def build_context(args: argparse.Namespace) -> M3RecContext:
         ConfigurationError: An unknown preset, a bad override or effort, a retired
             model, or a `--prompt` that names no prompt or a missing hub version.
     """
-    settings: dict[str, Any] = {"mar_mode": args.mar_mode, "seed": args.seed}
+    settings: dict[str, Any] = {
+        "mar_mode": args.mar_mode,
+        "mar_answer": getattr(args, "mar_answer", "listwise"),
+        "mar_rationale_k": getattr(args, "rationale_k", 5),
+        "seed": args.seed,
+    }
     hub = hub_prompt_overrides(args.prompt or [], args.mar_mode)
     if hub:
         settings["prompt_overrides"] = hub

@@ -143,3 +143,15 @@ def test_bad_settings_are_refused() -> None:
         context_for("hybrid", mar_answer="rationales_last")
     with pytest.raises(ConfigurationError, match="mar_rationale_k"):
         context_for("hybrid", mar_rationale_k=0)
+
+
+def test_the_command_line_sets_it() -> None:
+    import argparse
+
+    from m3rec_graph.cli.options import add_routing_options, build_context
+
+    parser = argparse.ArgumentParser()
+    add_routing_options(parser)
+    ctx = build_context(parser.parse_args(["--routing", "hybrid", "--mar-answer", "scores_first", "--rationale-k", "3"]))
+    assert (ctx.mar_answer, ctx.mar_rationale_k) == ("scores_first", 3)
+    assert build_context(parser.parse_args(["--routing", "hybrid"])).mar_answer == "listwise"
