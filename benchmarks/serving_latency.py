@@ -251,10 +251,22 @@ async def recommend(graph: M3RecGraph, request: dict[str, Any], ctx: M3RecContex
     )
 
 
+CHUNK_SIZE = 10
+"""`M3RecContext.mar_chunk_size` of every run (`--chunk-size`; the default 10 is the graph's)."""
+
+
 def context(variant: str) -> M3RecContext:
     if variant == SOL_NONE:
-        return context_for("hybrid", {"mar": "gpt-6-sol"}, efforts={"mar": "none"}, today=TODAY, mar_answer="scores_first")
-    return context_for("hybrid", today=TODAY, mar_answer=variant)
+        return context_for(
+            "hybrid", {"mar": "gpt-6-sol"}, efforts={"mar": "none"}, today=TODAY,
+            mar_answer="scores_first", mar_chunk_size=CHUNK_SIZE,
+        )
+    return context_for("hybrid", today=TODAY, mar_answer=variant, mar_chunk_size=CHUNK_SIZE)
+
+
+def label(variant: str) -> str:
+    """The variant as reported: its name, and the chunk size when it is not the default."""
+    return variant if CHUNK_SIZE == 10 else f"{variant}, chunks of {CHUNK_SIZE}"
 
 
 def graph_for(url: str, client: Any, store: InMemoryStore) -> M3RecGraph:
@@ -352,7 +364,7 @@ async def load_row(
     slowest = max(samples, key=lambda s: s.full_s)
     base = baseline_mean if baseline_mean is not None else mean
     return LoadRow(
-        variant=variant,
+        variant=label(variant),
         in_flight=in_flight,
         pool="sized 2,048" if sized else "openai default 1,000",
         recommendations=len(samples),
@@ -425,18 +437,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         reps = args.reps if reasoning == args.headline else args.sweep_reps
         with ProviderProcess(reasoning, args.seed) as provider:
             await warm_up(provider.url)
-            variants = (*VARIANTS, SOL_NONE) if reasoning == args.headline and args.sol_none else VARIANTS
+            variants = (*args.variants, SOL_NONE) if reasoning == args.headline and args.sol_none else args.variants
             for variant in variants:
                 print(f"states: reasoning {reasoning}, {variant}, {reps} repetitions ...", file=sys.stderr, flush=True)
                 samples = await state_samples(provider.url, variant, reps, f"r{reasoning}")
                 for state, got in samples.items():
-                    results["states"][f"{reasoning}|{variant}|{state}"] = {
-                        "reasoning": reasoning, "variant": variant, "state": state, **summarise(got),
+                    if state not in args.states:
+                        continue
+                    results["states"][f"{reasoning}|{label(variant)}|{state}"] = {
+                        "reasoning": reasoning, "variant": label(variant), "state": state, **summarise(got),
                         "samples": [asdict(s) for s in got],
                     }
             if reasoning != args.headline or args.no_load:
                 continue
-            for variant in VARIANTS:
+            for variant in args.variants:
                 baseline = None
                 for in_flight in args.inflight:
                     pools = (False, True) if in_flight == max(args.inflight) else (True,)
@@ -493,12 +507,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="recommendations per worker in a load row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-load", action="store_true", help="the state table only (no load rows)")
+    parser.add_argument("--chunk-size", type=int, default=10, help="M3RecContext.mar_chunk_size (default: the graph's 10)")
+    parser.add_argument("--variants", type=lambda s: tuple(s.split(",")), default=VARIANTS, help="MAR variants to run")
+    parser.add_argument("--states", type=lambda s: [STATES[int(i) - 1] for i in s.split(",")], default=list(STATES),
+                        help="states to report, by number (1-4; all four still run, in order)")
     parser.add_argument("--sol-none", action="store_true", help=f"also the states under {SOL_NONE!r} at the headline budget")
     parser.add_argument("--merge", type=Path, nargs="+", help="render and plot these result files together; run nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "serving_latency.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "serving-time-to-ranking.png")
     parser.add_argument("--quick", action="store_true", help="1 repetition, reasoning 256, 1 and 4 in flight; writes nothing")
     args = parser.parse_args(argv)
+    global CHUNK_SIZE
+    CHUNK_SIZE = args.chunk_size
     if args.quick:
         args.reasoning, args.reps, args.sweep_reps, args.inflight, args.rounds = [256], 1, 1, [1, 4], 1
     for var in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2"):
@@ -529,9 +549,15 @@ def merge(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def write_plot(results: dict[str, Any], path: Path) -> None:
     points = [
-        LatencyPoint(row["state"], f"{row['variant']}, reasoning {row['reasoning']}", row["ranked_p50"], row["ranked_p95"])
+        LatencyPoint(
+            row["state"],
+            row["variant"] if row["variant"].startswith(SOL_NONE) else f"{row['variant']}, reasoning {row['reasoning']}",
+            row["ranked_p50"],
+            row["ranked_p95"],
+        )
         for row in sorted(results["states"].values(), key=lambda r: (r["variant"] == SOL_NONE, r["variant"], r["reasoning"]))
     ]
+    # at effort none there is no reasoning: the budget swept for `low` does not apply to SOL_NONE
     plot_time_to_ranking(points, path, goals={STATES[2]: 2.5, STATES[1]: 5.0})
 
 
