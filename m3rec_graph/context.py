@@ -32,6 +32,9 @@ ABLATIONS: tuple[Ablation, ...] = ("none", "no_mope", "no_mote", "no_mar")
 
 MarMode = Literal["listwise", "pointwise"]
 
+MarAnswer = Literal["listwise", "scores_first"]
+"""What a listwise MAR call asks for: the paper's full judgement, or scores first (`M3RecContext.mar_answer`)."""
+
 Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 EFFORTS: tuple[Effort, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 """Every `reasoning_effort` value openai-python knows, weakest first."""
@@ -192,6 +195,18 @@ class M3RecContext:
     """`listwise` scores a chunk per call; `pointwise` is the paper's one call per candidate."""
     mar_chunk_size: int = 10
     """Candidates per listwise call: small enough for a 135M local model's output budget."""
+    mar_answer: MarAnswer = "listwise"
+    """What listwise MAR asks for. `listwise` (the paper's answer): a score, the matched
+    motivations and a rationale for every candidate in one call per chunk.
+    `scores_first`: one call per chunk asks for scores only (`prompts/mar_scores.toml`);
+    once every score is in, the ranking is final and streamed (`ranking_ready`), and one
+    more call asks for the matched motivations and rationales of the top
+    `mar_rationale_k` only (`prompts/mar_rationales.toml`; `rationales_ready` when they
+    are in). The others keep an empty rationale. A shorter path to the ranked list, and
+    fewer output tokens, for a different question than the paper asks: it changes
+    quality (docs/serving.md). Pointwise MAR ignores it."""
+    mar_rationale_k: int = 5
+    """`scores_first`: how many of the top items get a rationale (the request's `k` when smaller)."""
     max_history_items: int = 20
     """MOPE reads the most recent items only: the method targets short histories, and
     a 200-item history would overflow a small model's context."""
@@ -243,7 +258,7 @@ class M3RecContext:
                     object.__setattr__(self, f.name, f.default_factory())
         _check_type("routing", self.routing, (str, type(None)))
         _check_type("allow_retired", self.allow_retired, (bool,))
-        for name in ("mar_chunk_size", "max_history_items", "max_incremental_items", "max_schema_retries", "seed"):
+        for name in ("mar_chunk_size", "mar_rationale_k", "max_history_items", "max_incremental_items", "max_schema_retries", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigurationError(f"bad context setting {name}={value!r}: expected an integer")
@@ -252,6 +267,9 @@ class M3RecContext:
                 f"bad context setting max_incremental_items={self.max_incremental_items}: expected 0 or more"
             )
         _check_choice("mar_mode", self.mar_mode, get_args(MarMode))
+        _check_choice("mar_answer", self.mar_answer, get_args(MarAnswer))
+        if self.mar_rationale_k < 1:
+            raise ConfigurationError(f"bad context setting mar_rationale_k={self.mar_rationale_k}: expected 1 or more")
         _check_choice("ablation", self.ablation, ABLATIONS)
         if isinstance(self.today, dt.date):  # context_for(today=date)
             object.__setattr__(self, "today", self.today.isoformat())

@@ -67,7 +67,7 @@ from langgraph.types import Command, Overwrite, Send
 from m3rec_graph._internal.bpe import load_encodings
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.request import RecommendationRequest, parse_request
-from m3rec_graph.contracts.schemas import Item, MotivationProfile, RankedItem
+from m3rec_graph.contracts.schemas import AlignmentScore, Item, MotivationProfile, RankedItem
 from m3rec_graph.fusion import fusion_loaded
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.llm.routing import get_context, resolve
@@ -96,6 +96,7 @@ from m3rec_graph.state import (
     Degradation,
     M3RecGraph,
     MarCandidate,
+    MarRationale,
     MarTask,
     MemoryReport,
     MopeState,
@@ -114,7 +115,7 @@ from m3rec_graph.text.similarity import TfidfSimilarity
 
 PROMPT_NAMES: tuple[PromptName, ...] = get_args(PromptName)
 
-ProgressEvent = Literal["started", "profile_ready", "items_encoded", "ranking_ready"]
+ProgressEvent = Literal["started", "profile_ready", "items_encoded", "ranking_ready", "rationales_ready"]
 """The `m3rec` key of the custom stream events the graph writes (see `m3rec_graph.integrations.embed`)."""
 
 
@@ -255,6 +256,8 @@ async def prepare(
         "profile": profile,
         "traits": Overwrite(traits),
         "scores": Overwrite({}),
+        "rationale_ids": None,
+        "rationales": Overwrite({}),
         "usage_log": Overwrite([]),
         "degraded": Overwrite(degraded),
         "truncated": truncated,
@@ -291,8 +294,9 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
     items = {item.item_id: item for item in state["request"].candidates}
     candidates = [MarCandidate(item=items[i], traits=traits[i]) for i in order]
     size = 1 if ctx.mar_mode == "pointwise" else max(1, ctx.mar_chunk_size)
+    mode = _mar_task_mode(ctx)
     tasks = [
-        MarTask(profile=profile, candidates=candidates[i : i + size], mode=ctx.mar_mode)
+        MarTask(profile=profile, candidates=candidates[i : i + size], mode=mode)
         for i in range(0, len(candidates), size)
     ]
     for task in tasks:
@@ -303,7 +307,30 @@ async def collect_traits(state: State, runtime: Runtime[M3RecContext]) -> Comman
     return Command(goto=[Send("mar", task) for task in tasks])
 
 
-async def rank(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal["fuse"]] | dict[str, Any]:
+def _mar_task_mode(ctx: M3RecContext) -> Literal["listwise", "pointwise", "scores"]:
+    """Return what each MAR chunk task asks for: pointwise, the paper's listwise answer, or scores only."""
+    if ctx.mar_mode == "pointwise":
+        return "pointwise"
+    return "scores" if ctx.mar_answer == "scores_first" else "listwise"
+
+
+def _rationales_task(state: State, ctx: M3RecContext, top_ids: list[str]) -> MarTask:
+    """Return the `scores_first` second call: the top items, best first, for rationales only."""
+    profile = state["profile"]
+    assert profile is not None  # collect_traits proceeded
+    items = {item.item_id: item for item in state["request"].candidates}
+    candidates = [MarCandidate(item=items[i], traits=state["traits"][i]) for i in top_ids]
+    task = MarTask(profile=profile, candidates=candidates, mode="rationales")
+    if ctx.ablation == "no_mope":
+        task["history"] = recent_history(state["request"], ctx)
+    elif ctx.ablation == "no_mote":
+        task["raw_item_text"] = True
+    return task
+
+
+async def rank(
+    state: State, runtime: Runtime[M3RecContext]
+) -> Command[Literal["fuse", "mar"]] | dict[str, Any]:
     """Order candidates by alignment (ties by the shown order) and assemble the output.
 
     Every finished MAR task leads here: until every candidate in `shown_order` has
@@ -312,6 +339,11 @@ async def rank(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal[
     it zero weight) it comes once, from `collect_traits`, and scores every candidate
     by profile-trait overlap. With fusion on, the first pass that finds every score
     sends the run to `fuse`, and the pass after it orders by `fused_score`.
+
+    Under `mar_answer="scores_first"` the first pass with every score (and fusion) in
+    has the final order: it streams `ranking_ready` and sends the top
+    `mar_rationale_k` to MAR for rationales (one task, re-asked like any other); the
+    pass that finds them all assembles the output and streams `rationales_ready`.
     """
     ctx = get_context(runtime)
     order, scores = state["shown_order"], state["scores"]
@@ -333,6 +365,18 @@ async def rank(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal[
 
     ordered = [s for _, s in sorted(enumerate(aligned), key=key)]
     top = ordered[: request.k] if request.k else ordered
+    explained = state.get("rationales") or {}
+    if runs_mar(ctx) and ctx.mar_mode == "listwise" and ctx.mar_answer == "scores_first":
+        asked = state.get("rationale_ids")
+        if asked is None:  # the ranking is final: stream it, then ask why for the top k only
+            want = [s.item_id for s in top[: ctx.mar_rationale_k]]
+            runtime.stream_writer(
+                progress("ranking_ready", top=[s.item_id for s in top[:5]], rationales="pending")
+            )
+            return Command(update={"rationale_ids": want}, goto=Send("mar", _rationales_task(state, ctx, want)))
+        if any(item_id not in explained for item_id in asked):
+            return {}
+        top = [_with_rationale(s, explained.get(s.item_id)) for s in top]
     ranking = [
         RankedItem(
             **s.model_dump(),
@@ -342,7 +386,10 @@ async def rank(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal[
         )
         for n, s in enumerate(top, start=1)
     ]
-    runtime.stream_writer(progress("ranking_ready", top=[r.item_id for r in ranking[:5]]))
+    if explained:
+        runtime.stream_writer(progress("rationales_ready", explained=len(explained)))
+    else:
+        runtime.stream_writer(progress("ranking_ready", top=[r.item_id for r in ranking[:5]]))
     return {
         "user_id": request.user_id,
         "ranking": ranking,
@@ -350,6 +397,16 @@ async def rank(state: State, runtime: Runtime[M3RecContext]) -> Command[Literal[
         "memory": state["memory"],
         "fusion": state.get("fusion"),
     }
+
+
+def _with_rationale(score: AlignmentScore, explained: MarRationale | None) -> AlignmentScore:
+    """Return `score` with the matched motivations and rationale of its rationales answer, if any."""
+    if explained is None:
+        return score
+    why = explained["rationale"]
+    return score.model_copy(
+        update={"matched_motivations": list(dict.fromkeys(why.matched)), "rationale": why.rationale.strip()}
+    )
 
 
 def build_graph(
@@ -414,7 +471,7 @@ def build_graph(
     add_stage(builder, MoteStage(legacy), then="collect_traits", chat_models=chat_models)
     builder.add_node("collect_traits", collect_traits, destinations=("mar", "rank"))
     add_stage(builder, MarStage(), then="rank", chat_models=chat_models)
-    builder.add_node("rank", rank, destinations=("fuse",))
+    builder.add_node("rank", rank, destinations=("fuse", "mar"))
     text_idf = (
         text_corpus
         if isinstance(text_corpus, TfidfSimilarity) or text_corpus is None

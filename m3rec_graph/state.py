@@ -15,6 +15,7 @@ from m3rec_graph.contracts.schemas import (
     ItemTraits,
     MotivationProfile,
     RankedItem,
+    Rationale,
 )
 from m3rec_graph.llm.usage import CallUsage, UsageReport
 
@@ -140,6 +141,9 @@ class State(TypedDict, total=False):
     """`None` from `prepare` until this run's MOPE task (or its fallback) answers."""
     traits: Annotated[dict[str, ItemTraits], merge_dicts]
     scores: Annotated[dict[str, AlignmentScore], merge_dicts]
+    rationale_ids: list[str] | None
+    """`mar_answer="scores_first"`: the top ids sent for rationales (`None` until every score is in)."""
+    rationales: Annotated[dict[str, "MarRationale"], merge_dicts]
     usage_log: Annotated[list[CallUsage], operator.add]
     degraded: Annotated[list[Degradation], operator.add]
     truncated: list[Truncation]
@@ -194,12 +198,23 @@ class MarCandidate(TypedDict):
     traits: ItemTraits
 
 
+class MarRationale(TypedDict):
+    """Why one top item fits, from the `scores_first` rationales call (or the overlap fallback)."""
+
+    rationale: Rationale
+    source: Literal["llm", "fallback"]
+
+
 class MarTask(TypedDict):
-    """Payload of one `Send("mar", ...)`: a listwise chunk, or one candidate in pointwise mode."""
+    """Payload of one `Send("mar", ...)`: a listwise chunk, or one candidate in pointwise mode.
+
+    `scores_first` (`M3RecContext.mar_answer`) sends `scores` tasks (a chunk, scores
+    only), then one `rationales` task (the top items, best first).
+    """
 
     profile: MotivationProfile
     candidates: list[MarCandidate]
-    mode: Literal["listwise", "pointwise"]
+    mode: Literal["listwise", "pointwise", "scores", "rationales"]
     history: NotRequired[list[Item]]
     """Set only by the `no_mope` ablation: MAR reads this raw recent history instead of the profile."""
     raw_item_text: NotRequired[bool]
@@ -222,6 +237,7 @@ class MarState(MarTask, LoopState, total=False):
     """A MAR task as its node sees it (and the state of the standalone MAR graph)."""
 
     scores: dict[str, AlignmentScore]
+    rationales: dict[str, MarRationale]
 
 
 class MopeOutput(TypedDict):
@@ -244,6 +260,7 @@ class MarOutput(TypedDict):
     """What the standalone MAR graph returns."""
 
     scores: dict[str, AlignmentScore]
+    rationales: NotRequired[dict[str, MarRationale]]
     usage_log: list[CallUsage]
     degraded: list[Degradation]
 

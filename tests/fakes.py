@@ -161,6 +161,24 @@ def listwise_answer(ids: Sequence[str], score_of: Callable[[str], int] = lambda 
     }
 
 
+def is_scores_only(prompt: str) -> bool:
+    """Whether a MAR prompt is `scores_first`'s first call (prompts/mar_scores.toml)."""
+    return "return scores only" in prompt
+
+
+def is_rationales(prompt: str) -> bool:
+    """Whether a MAR prompt is `scores_first`'s second call (prompts/mar_rationales.toml)."""
+    return "top-ranked candidates, best first" in prompt
+
+
+def scores_only_answer(ids: Sequence[str], score_of: Callable[[str], int] = lambda _: 5) -> dict[str, Any]:
+    return {"scores": {i: {"score": score_of(i)} for i in ids}}
+
+
+def rationales_answer(ids: Sequence[str]) -> dict[str, Any]:
+    return {"rationales": {i: {"matched": ["aesthetic"], "rationale": f"why {i}"} for i in ids}}
+
+
 def default_responder(score_of: Callable[[str], int] = lambda _: 5) -> Responder:
     """Answers every stage validly; MAR scores come from `score_of(item_id)`."""
 
@@ -169,6 +187,10 @@ def default_responder(score_of: Callable[[str], int] = lambda _: 5) -> Responder
             return json.dumps(profile_answer(evidence_ids_in(prompt)))
         if stage == "mote":
             return json.dumps(traits_answer())
+        if "<candidates>" in prompt and is_scores_only(prompt):
+            return json.dumps(scores_only_answer(candidate_ids_in(prompt), score_of))
+        if "<candidates>" in prompt and is_rationales(prompt):
+            return json.dumps(rationales_answer(candidate_ids_in(prompt)))
         if "<candidates>" in prompt:
             return json.dumps(listwise_answer(candidate_ids_in(prompt), score_of))
         item = re.search(r"<candidate>\s*\[([^\]]+)\]", prompt.rsplit("</profile>", 1)[1])

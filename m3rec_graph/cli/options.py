@@ -30,6 +30,14 @@ def add_routing_options(parser: argparse.ArgumentParser) -> None:
     add_effort_options(parser)
     parser.add_argument("--mar-mode", choices=["listwise", "pointwise"], default="listwise")
     parser.add_argument(
+        "--mar-answer",
+        choices=["listwise", "scores_first"],
+        default="listwise",
+        help="listwise: the paper's full answer per candidate (default); scores_first: scores only, the"
+        " ranking streamed, then rationales for the top --rationale-k (docs/serving.md)",
+    )
+    parser.add_argument("--rationale-k", type=int, default=5, help="scores_first: how many top items get a rationale")
+    parser.add_argument(
         "--prompt",
         action="append",
         metavar="STAGE=HUB_REF",
@@ -80,7 +88,12 @@ def build_context(args: argparse.Namespace) -> M3RecContext:
             model, a `--prompt` that names no prompt or a missing hub version, or a
             `--fusion` config that is missing or breaks the schema (`FusionConfigError`).
     """
-    settings: dict[str, Any] = {"mar_mode": args.mar_mode, "seed": args.seed}
+    settings: dict[str, Any] = {
+        "mar_mode": args.mar_mode,
+        "mar_answer": getattr(args, "mar_answer", "listwise"),
+        "mar_rationale_k": getattr(args, "rationale_k", 5),
+        "seed": args.seed,
+    }
     if args.fusion is not None:
         resolve_fusion(args.fusion)  # a bad file exits 2 here, before any server starts
         settings["fusion"] = args.fusion

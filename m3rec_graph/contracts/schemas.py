@@ -467,6 +467,31 @@ PointwiseScore = Judgement
 """MAR pointwise answer: the paper's Score(u, i) = F_LLM(m_u, T_i) for one candidate."""
 
 
+def _exactly_the_task_ids(
+    key: str, title: str, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+) -> Any:
+    """Validate an answer whose `key` maps exactly the task's ids (as a per-id model would)."""
+    entries = data.get(key) if isinstance(data, dict) else None
+    errors: list[InitErrorDetails] = []
+    candidate_ids = _task_ids(info)
+    if candidate_ids and isinstance(entries, dict):
+        allowed = set(candidate_ids)
+        errors += [
+            {"type": "missing", "loc": (key, i), "input": entries}
+            for i in candidate_ids
+            if i not in entries
+        ]
+        errors += [
+            {"type": "extra_forbidden", "loc": (key, name), "input": value}
+            for name, value in entries.items()
+            if name not in allowed
+        ]
+        if any(name not in allowed for name in entries):
+            # like a per-id model: an unknown id's value is not validated
+            data = {**data, key: {k: v for k, v in entries.items() if k in allowed}}
+    return _validate_adding(title, data, handler, errors)
+
+
 class ListwiseAnswer(BaseModel):
     """The listwise MAR answer model behind `listwise_contract`: `scores` keyed by exactly the task's ids.
 
@@ -485,28 +510,70 @@ class ListwiseAnswer(BaseModel):
     def _exactly_the_candidate_ids(
         cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
     ) -> Any:
-        scores = data.get("scores") if isinstance(data, dict) else None
-        errors: list[InitErrorDetails] = []
-        candidate_ids = _task_ids(info)
-        if candidate_ids and isinstance(scores, dict):
-            allowed = set(candidate_ids)
-            errors += [
-                {"type": "missing", "loc": ("scores", i), "input": scores}
-                for i in candidate_ids
-                if i not in scores
-            ]
-            errors += [
-                {"type": "extra_forbidden", "loc": ("scores", key), "input": value}
-                for key, value in scores.items()
-                if key not in allowed
-            ]
-            if any(
-                key not in allowed for key in scores
-            ):  # like a per-id model: an unknown id's value is not validated
-                data = {**data, "scores": {k: v for k, v in scores.items() if k in allowed}}
-        return _validate_adding(
-            cls.model_config.get("title") or cls.__name__, data, handler, errors
-        )
+        return _exactly_the_task_ids("scores", "ListwiseScores", data, handler, info)
+
+
+class ScoreOnly(BaseModel):
+    """MAR's score of one candidate, without the why (the `scores_first` answer)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=0, le=10, description="0 = no alignment, 10 = perfect alignment")
+
+
+class Rationale(BaseModel):
+    """Why one ranked candidate fits (the `scores_first` answer's second call)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matched: list[Dimension] = Field(max_length=3, description="the motivations it matches")
+    rationale: str = Field(min_length=1, max_length=240, description="one short sentence")
+
+
+class ScoresOnlyAnswer(BaseModel):
+    """The scores-first MAR answer: `scores` keyed by exactly the chunk's ids, a score each."""
+
+    model_config = ConfigDict(extra="forbid", title="ScoresOnly")
+
+    scores: dict[str, ScoreOnly]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _exactly_the_candidate_ids(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
+        return _exactly_the_task_ids("scores", "ScoresOnly", data, handler, info)
+
+
+class RationalesAnswer(BaseModel):
+    """The rationales of the top items: `rationales` keyed by exactly those ids."""
+
+    model_config = ConfigDict(extra="forbid", title="Rationales")
+
+    rationales: dict[str, Rationale]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _exactly_the_candidate_ids(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any], info: ValidationInfo
+    ) -> Any:
+        return _exactly_the_task_ids("rationales", "Rationales", data, handler, info)
+
+
+def per_id_keyed_model(
+    title: str, key: str, entry: type[BaseModel], candidate_ids: Sequence[str]
+) -> type[BaseModel]:
+    """Return a model `{key: {id: entry}}` with one required field per id (the JSON schemas' source)."""
+    # Field names must be identifiers; the ids themselves are the aliases.
+    fields: dict[str, Any] = {
+        f"candidate_{n}": (entry, Field(alias=item_id))
+        for n, item_id in enumerate(candidate_ids)
+    }
+    container = "Scores" if key == "scores" else key.capitalize()
+    inner = create_model(container, __config__=ConfigDict(extra="forbid"), **fields)
+    outer: dict[str, Any] = {key: (inner, ...)}
+    model: type[BaseModel] = create_model(title, __config__=ConfigDict(extra="forbid"), **outer)
+    return model
 
 
 def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:
@@ -514,34 +581,45 @@ def per_id_listwise_model(candidate_ids: Sequence[str]) -> type[BaseModel]:
 
     What `listwise_contract` is equivalent to (and their JSON schema's source).
     """
-    # Field names must be identifiers; the ids themselves are the aliases.
-    fields: dict[str, Any] = {
-        f"candidate_{n}": (Judgement, Field(alias=item_id))
-        for n, item_id in enumerate(candidate_ids)
-    }
-    scores = create_model("Scores", __config__=ConfigDict(extra="forbid"), **fields)
-    model: type[BaseModel] = create_model(
-        "ListwiseScores", __config__=ConfigDict(extra="forbid"), scores=(scores, ...)
-    )
-    return model
+    return per_id_keyed_model("ListwiseScores", "scores", Judgement, candidate_ids)
 
 
 _TEMPLATE_ID = "m3rec-template-id"
 
+_KEYED: dict[str, tuple[str, str, type[BaseModel]]] = {
+    "listwise": ("ListwiseScores", "scores", Judgement),
+    "scores": ("ScoresOnly", "scores", ScoreOnly),
+    "rationales": ("Rationales", "rationales", Rationale),
+}
+
 
 @functools.cache
-def _listwise_template() -> str:
-    """Pydantic's JSON schema of the one-candidate per-id model, as JSON text."""
-    return json.dumps(per_id_listwise_model([_TEMPLATE_ID]).model_json_schema())
+def _keyed_template(kind: str) -> str:
+    """Pydantic's JSON schema of the one-candidate per-id model of `kind`, as JSON text."""
+    title, key, entry = _KEYED[kind]
+    return json.dumps(per_id_keyed_model(title, key, entry, [_TEMPLATE_ID]).model_json_schema())
+
+
+def _keyed_json_schema(kind: str, candidate_ids: Sequence[str]) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(_keyed_template(kind))  # a fresh copy: callers may edit it
+    _, key, _ = _KEYED[kind]
+    container = schema["$defs"]["Scores" if key == "scores" else key.capitalize()]
+    entry = container["properties"].pop(_TEMPLATE_ID)
+    container["properties"] = {item_id: dict(entry) for item_id in candidate_ids}
+    container["required"] = list(candidate_ids)
+    return schema
 
 
 def _listwise_json_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(_listwise_template())  # a fresh copy: callers may edit it
-    scores = schema["$defs"]["Scores"]
-    entry = scores["properties"].pop(_TEMPLATE_ID)
-    scores["properties"] = {item_id: dict(entry) for item_id in candidate_ids}
-    scores["required"] = list(candidate_ids)
-    return schema
+    return _keyed_json_schema("listwise", candidate_ids)
+
+
+def _scores_json_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
+    return _keyed_json_schema("scores", candidate_ids)
+
+
+def _rationales_json_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
+    return _keyed_json_schema("rationales", candidate_ids)
 
 
 def listwise_contract(candidate_ids: Sequence[str]) -> AnswerContract:
@@ -554,6 +632,20 @@ def listwise_contract(candidate_ids: Sequence[str]) -> AnswerContract:
     if not candidate_ids:
         return AnswerContract(per_id_listwise_model(()))
     return AnswerContract(ListwiseAnswer, tuple(candidate_ids), _listwise_json_schema)
+
+
+def scores_only_contract(candidate_ids: Sequence[str]) -> AnswerContract:
+    """Return the scores-first MAR contract: `scores` keyed by every candidate id, a score each."""
+    if not candidate_ids:
+        return AnswerContract(per_id_keyed_model("ScoresOnly", "scores", ScoreOnly, ()))
+    return AnswerContract(ScoresOnlyAnswer, tuple(candidate_ids), _scores_json_schema)
+
+
+def rationales_contract(candidate_ids: Sequence[str]) -> AnswerContract:
+    """Return the rationales contract: `rationales` keyed by every top item's id, exactly once."""
+    if not candidate_ids:
+        return AnswerContract(per_id_keyed_model("Rationales", "rationales", Rationale, ()))
+    return AnswerContract(RationalesAnswer, tuple(candidate_ids), _rationales_json_schema)
 
 
 TRAITS_CONTRACT = AnswerContract(TraitsAnswer)

@@ -558,3 +558,61 @@ def plot_cost_accuracy(
     """
     _check_png_path(path)
     return _save(_cost_figure(points, cost_label, accuracy_label, title), path)
+
+
+# --- serving latency ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyPoint:
+    """Time to the ranked list of one serving state under one variant (seconds)."""
+
+    state: str
+    """e.g. `warm shopper, warm catalogue`."""
+    variant: str
+    """e.g. `scores_first, reasoning 256`."""
+    p50: float
+    p95: float
+
+
+def plot_time_to_ranking(
+    points: Sequence[LatencyPoint], path: Path, *, goals: Mapping[str, float] | None = None
+) -> Path:
+    """Plot p50 bars and p95 whiskers of time to the ranked list, one group per state, one bar per variant.
+
+    `goals` maps a state to its p95 goal (seconds), drawn as a short dashed line over its group.
+    """
+    _check_png_path(path)
+    if not points:
+        raise ValueError("no latency points to plot")
+    if any(not (0 <= p.p50 <= p.p95) or not math.isfinite(p.p95) for p in points):
+        raise ValueError("every latency point needs 0 <= p50 <= p95 (finite)")
+    states, variants = _first_seen(p.state for p in points), _first_seen(p.variant for p in points)
+    by_key = {(p.state, p.variant): p for p in points}
+    figure = _new_figure(max(7.0, 1.9 * len(states) + 2.0), 4.6)
+    ax = figure.add_subplot()
+    width = 0.8 / len(variants)
+    for index, variant in enumerate(variants):
+        xs, p50s, above = [], [], []
+        for position, state in enumerate(states):
+            point = by_key.get((state, variant))
+            if point is None:
+                continue
+            xs.append(position - 0.4 + width * (index + 0.5))
+            p50s.append(point.p50)
+            above.append(point.p95 - point.p50)
+        ax.bar(xs, p50s, width * 0.92, yerr=[[0.0] * len(xs), above], capsize=3, color=f"C{index}", label=variant,
+               error_kw={"elinewidth": 1, "ecolor": "0.2"})
+    for position, state in enumerate(states):
+        goal = (goals or {}).get(state)
+        if goal is not None:
+            ax.hlines(goal, position - 0.45, position + 0.45, colors="0.2", linestyles="--", linewidth=1.2, zorder=3)
+            ax.annotate(f"goal {goal:g} s (p95)", (position, goal), textcoords="offset points", xytext=(0, 3),
+                        ha="center", fontsize=7)
+    ax.set_xticks(list(range(len(states))), [s.replace(", ", ",\n") for s in states])
+    ax.set_ylabel("seconds to the ranked list (bar p50, whisker p95)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    _set_value_limits(ax, [p.p95 for p in points] + list((goals or {}).values()), headroom=0.1)
+    ax.legend(fontsize=7, ncols=2, loc="upper right")
+    return _save(figure, path)

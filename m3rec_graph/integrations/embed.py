@@ -389,7 +389,7 @@ async def _run_forwarding_progress(
 class Progress(TypedDict, total=False):
     """One status update for a chat UI."""
 
-    event: Literal["started", "profile_ready", "item_encoded", "ranking_ready", "done"]
+    event: Literal["started", "profile_ready", "item_encoded", "ranking_ready", "rationales_ready", "done"]
     message: str
     """A short status line, e.g. "Read 12 of 20 products"."""
     done: int
@@ -436,6 +436,8 @@ async def astream_progress(
             yield _progress("profile_ready", "Understood what drives this shopper")
         elif mode == "custom" and data.get("m3rec") == "ranking_ready":
             yield _progress("ranking_ready", "Ranking ready")
+        elif mode == "custom" and data.get("m3rec") == "rationales_ready":  # mar_answer="scores_first"
+            yield _progress("rationales_ready", "Reasons ready")
     yield {"event": "done", "message": "Done", "output": cast(RecOutput, output)}
 
 
@@ -443,7 +445,7 @@ async def astream_progress(
 
 
 def _progress(
-    event: Literal["started", "profile_ready", "item_encoded", "ranking_ready"],
+    event: Literal["started", "profile_ready", "item_encoded", "ranking_ready", "rationales_ready"],
     message: str,
     done: int | None = None,
     total: int | None = None,

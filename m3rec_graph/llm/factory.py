@@ -68,6 +68,26 @@ def openai_chat_model(spec: ModelSpec) -> BaseChatModel:
     return per_loop[spec]
 
 
+def shared_client_chat_models(client: Any) -> ChatModelFactory:
+    """Return a factory whose `ChatOpenAI`s all send through one async HTTP client the caller owns.
+
+    `openai_chat_model` gives each spec its own pool (openai's default: 1,000
+    connections, 100 kept alive). A host serving many recommendations at once can
+    size one pool for all of them instead, e.g.
+    `openai.DefaultAsyncHttpxClient(limits=httpx2.Limits(max_connections=2000))`,
+    and observe it (event hooks, trace extensions). The client belongs to the event
+    loop it is used on; the models are built once per spec.
+    """
+    built: dict[ModelSpec, BaseChatModel] = {}
+
+    def build(spec: ModelSpec) -> BaseChatModel:
+        if spec not in built:
+            built[spec] = _new_chat_model(spec, http_async_client=client)
+        return built[spec]
+
+    return build
+
+
 def _new_chat_model(spec: ModelSpec, **extra: Any) -> BaseChatModel:
     kwargs: dict[str, Any] = {
         "model": spec.name,

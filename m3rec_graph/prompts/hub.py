@@ -10,6 +10,8 @@ source of truth:
 | `prompts/mote.toml` | `m3rec-mote` |
 | `prompts/mar_listwise.toml` | `m3rec-mar` |
 | `prompts/mar_pointwise.toml` | `m3rec-mar-pointwise` |
+| `prompts/mar_scores.toml` | `m3rec-mar-scores` |
+| `prompts/mar_rationales.toml` | `m3rec-mar-rationales` |
 
 The pointwise MAR prompt is a separate hub prompt (not a tag or commit of
 `m3rec-mar`) because it takes other variables (`candidate` instead of

@@ -17,7 +17,9 @@ from langchain_core.prompts import ChatPromptTemplate
 
 from m3rec_graph.errors import ConfigurationError
 
-PromptName = Literal["mope", "mope_incremental", "mote", "mar_listwise", "mar_pointwise"]
+PromptName = Literal[
+    "mope", "mope_incremental", "mote", "mar_listwise", "mar_pointwise", "mar_scores", "mar_rationales"
+]
 
 
 def prompt_dir() -> Path:

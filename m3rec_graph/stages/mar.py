@@ -13,7 +13,10 @@ from m3rec_graph.contracts.schemas import (
     AlignmentScore,
     AnswerContract,
     Judgement,
+    Rationale,
     listwise_contract,
+    rationales_contract,
+    scores_only_contract,
 )
 from m3rec_graph.llm.factory import ChatModelFactory
 from m3rec_graph.prompts.loader import PromptName
@@ -25,7 +28,7 @@ from m3rec_graph.stages.render import (
     history_profile_block,
     profile_block,
 )
-from m3rec_graph.state import MarOutput, MarState, MarTask
+from m3rec_graph.state import MarOutput, MarRationale, MarState, MarTask
 
 
 def check_covers_exactly(expected: list[str], answered: list[str]) -> str | None:
@@ -45,13 +48,13 @@ def check_covers_exactly(expected: list[str], answered: list[str]) -> str | None
     return None
 
 
-def answered_ids(raw_text: str) -> list[str] | None:
-    """Return the keys of `scores` in a raw listwise answer, duplicates kept (None if unreadable)."""
+def answered_ids(raw_text: str, key: str = "scores") -> list[str] | None:
+    """Return the keys of `key` (`scores`, `rationales`) in a raw keyed answer, duplicates kept (None if unreadable)."""
     found: list[list[str]] = []
 
     def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if any(key == "scores" for key, _ in pairs):
-            value = next(v for k, v in pairs if k == "scores")
+        if any(k == key for k, _ in pairs):
+            value = next(v for k, v in pairs if k == key)
             if isinstance(value, _Keys):
                 found.append(value.keys_in_order)
         return _Keys(pairs)
@@ -81,14 +84,22 @@ def _alignment(item_id: str, judgement: Judgement) -> AlignmentScore:
     )
 
 
+_PROMPTS: dict[str, PromptName] = {
+    "listwise": "mar_listwise",
+    "pointwise": "mar_pointwise",
+    "scores": "mar_scores",
+    "rationales": "mar_rationales",
+}
+
+
 class MarStage(StageDefinition):
-    """Score a chunk (listwise) or a single candidate (pointwise) against the profile."""
+    """Score a chunk (listwise, or scores only) or a single candidate (pointwise); or explain the top items."""
 
     stage = "mar"
 
     def prompt_name(self, state: MarState) -> PromptName:
-        """Pick the listwise or pointwise prompt."""
-        return "mar_pointwise" if state["mode"] == "pointwise" else "mar_listwise"
+        """Pick the prompt of the task's mode."""
+        return _PROMPTS[state["mode"]]
 
     def _ids(self, state: MarState) -> list[str]:
         return [c["item"].item_id for c in state["candidates"]]
@@ -118,24 +129,46 @@ class MarStage(StageDefinition):
         }
 
     def answer_contract(self, state: MarState) -> AnswerContract:
-        """Ask for a score keyed by every candidate id of the chunk (or one score, pointwise)."""
-        if state["mode"] == "pointwise":
+        """Ask for an answer keyed by every candidate id of the task (or one judgement, pointwise)."""
+        mode = state["mode"]
+        if mode == "pointwise":
             return POINTWISE_CONTRACT
+        if mode == "scores":
+            return scores_only_contract(self._ids(state))
+        if mode == "rationales":
+            return rationales_contract(self._ids(state))
         return listwise_contract(self._ids(state))
 
     def check(self, state: MarState, answer: BaseModel, raw_text: str) -> str | None:
-        """Reject a listwise answer that repeats an id (the schema already rejects unknown/missing)."""
+        """Reject a keyed answer that repeats an id (the schema already rejects unknown/missing)."""
         if state["mode"] == "pointwise":
             return None
-        ids = answered_ids(raw_text)
+        ids = answered_ids(raw_text, "rationales" if state["mode"] == "rationales" else "scores")
         return check_covers_exactly(self._ids(state), ids) if ids is not None else None
 
     def accept(self, state: MarState, answer: BaseModel, ctx: M3RecContext) -> dict[str, Any]:
-        """Normalise the scores to [0, 1]."""
+        """Normalise the scores to [0, 1] (scores only: no motivations or rationale yet); keep the rationales."""
         if isinstance(answer, Judgement):
             item_id = self._ids(state)[0]
             return {"scores": {item_id: _alignment(item_id, answer)}}
+        if state["mode"] == "rationales":
+            explained: dict[str, Any] = answer.model_dump(by_alias=True)["rationales"]
+            return {
+                "rationales": {
+                    item_id: MarRationale(rationale=Rationale.model_validate(r), source="llm")
+                    for item_id, r in explained.items()
+                }
+            }
         by_id: dict[str, Any] = answer.model_dump(by_alias=True)["scores"]
+        if state["mode"] == "scores":
+            return {
+                "scores": {
+                    item_id: AlignmentScore(
+                        item_id=item_id, score=j["score"] / 10, matched_motivations=[], rationale="", source="llm"
+                    )
+                    for item_id, j in by_id.items()
+                }
+            }
         return {
             "scores": {
                 item_id: _alignment(item_id, Judgement.model_validate(j))
@@ -144,7 +177,17 @@ class MarStage(StageDefinition):
         }
 
     def fallback(self, state: MarState, reason: str) -> dict[str, Any]:
-        """Rank this chunk by weighted dimension overlap and flag it."""
+        """Rank this chunk by weighted dimension overlap and flag it (rationales: the overlap's)."""
+        if state["mode"] == "rationales":
+            rationales = {}
+            for c in state["candidates"]:
+                overlap = overlap_alignment(c["item"].item_id, state["profile"], c["traits"])
+                rationale = Rationale(matched=overlap.matched_motivations, rationale=overlap.rationale)
+                rationales[overlap.item_id] = MarRationale(rationale=rationale, source="fallback")
+            return {
+                "rationales": rationales,
+                "degraded": [{"stage": "mar", "item_id": None, "reason": f"rationales: {reason}"}],
+            }
         return {
             "scores": {
                 c["item"].item_id: overlap_alignment(

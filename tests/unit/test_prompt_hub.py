@@ -36,6 +36,8 @@ HUB_NAMES = {
     "mote": "m3rec-mote",
     "mar_listwise": "m3rec-mar",
     "mar_pointwise": "m3rec-mar-pointwise",
+    "mar_scores": "m3rec-mar-scores",
+    "mar_rationales": "m3rec-mar-rationales",
 }
 
 
