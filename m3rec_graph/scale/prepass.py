@@ -10,7 +10,6 @@ a store round trip per item costs more than the graph's CPU for it.
 """
 
 import operator
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from langgraph.graph import START, StateGraph
@@ -26,8 +25,8 @@ from m3rec_graph.llm.usage import CallUsage
 from m3rec_graph.stages.loop import add_stage
 from m3rec_graph.stages.mote import MoteStage
 from m3rec_graph.state import Degradation, MoteTask, merge_dicts
-from m3rec_graph.storage.memory import read_traits, write_many_traits
-from m3rec_graph.storage.traits import TraitMemory
+from m3rec_graph.storage.memory import write_many_traits
+from m3rec_graph.storage.traits import StoreTraitMemory, TraitMemory
 
 
 class PrepassInput(TypedDict):
@@ -44,23 +43,17 @@ class PrepassState(PrepassInput, total=False):
     degraded: Annotated[list[Degradation], operator.add]
 
 
-class BufferedTraits:
+class BufferedTraits(StoreTraitMemory):
     """A `TraitMemory` whose writes wait in a buffer until `flush` stores them in one `abatch`.
 
-    Reads go straight to the store. Several runs may share it: `flush` stores
-    whatever is buffered, whichever run wrote it, so nothing is written twice.
+    Reads go straight to the store (`StoreTraitMemory.read`). Several runs may share it:
+    `flush` stores whatever is buffered, whichever run wrote it, so nothing is written twice.
     """
 
     def __init__(self, store: BaseStore) -> None:
         """Buffer writes meant for `store`."""
-        self.store = store
+        super().__init__(store)
         self._pending: dict[tuple[str, str], list[tuple[Item, ItemTraits]]] = {}
-
-    async def read(
-        self, items: Sequence[Item], *, model: str, prompt_version: str
-    ) -> dict[str, ItemTraits]:
-        """Return the stored traits of those `items` that have them."""
-        return await read_traits(self.store, items, model=model, prompt_version=prompt_version)
 
     async def write(
         self, item: Item, traits: ItemTraits, *, model: str, prompt_version: str
