@@ -116,6 +116,13 @@ def add_eval_parser(sub: SubParsers) -> None:
         " default: fit the weights on this run's validation split",
     )
     ev.add_argument(
+        "--fit-users",
+        type=int,
+        metavar="N",
+        help="fused graph methods (m3rec...:fused) fit on the validation cases of the run's"
+        " first N users only (each is a full graph run); default: all --users",
+    )
+    ev.add_argument(
         "--allow-sampling-mismatch",
         action="store_true",
         help="use a --fusion config fit under another negative sampling than --sampling",
@@ -155,6 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         prompt_overrides=prompt_overrides,
         fusion=args.fusion,
         allow_sampling_mismatch=args.allow_sampling_mismatch,
+        fit_users=args.fit_users,
     )
     print(run.report)
     written = [REPORT_FILE, RESULTS_JSON, *run.plots]

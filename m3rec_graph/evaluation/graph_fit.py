@@ -177,11 +177,14 @@ def fit_fused_graph_method(
     out_dir: Path,
     stream: Any,
     concurrency: int,
+    fit_users: int | None = None,
 ) -> FusionConfig:
     """Run (or resume) the graph on the validation split, fit the weights, write and return the config.
 
     `context` is the method's context with `fusion=PROBE`; the caller has the model
-    server running for it.
+    server running for it. `fit_users` keeps the validation cases of the run's first
+    `fit_users` users (the run's seeded user order, so a random subset; None: all):
+    every validation case is a full graph run, the cost of the fit.
 
     Raises:
         EvaluationError: No user has a validation case, or the fit fails.
@@ -189,6 +192,8 @@ def fit_fused_graph_method(
     cases = validation_cases(dataset, test_cases, seed=seed, sampling=cast(Any, sampling))
     if not cases:
         raise EvaluationError("no user has a validation item (every sequence has two items)")
+    if fit_users is not None:
+        cases = cases[:fit_users]
     path = validation_file(out_dir, spec.key)
     done = {user: line for (_, _, user), line in read_results(path).items()}
     todo = [case for case in cases if case.user_id not in done]

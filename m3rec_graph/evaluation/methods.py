@@ -81,6 +81,8 @@ class MethodEnv:
     fusion_source: str = ""
     """Where `fusion_config` came from (its path), for messages and result lines."""
     allow_sampling_mismatch: bool = False
+    fit_users: int | None = None
+    """Validation users a fused graph method fits on (the first N of the run's users; None: all)."""
     fitted_configs: dict[str, FusionConfig] = field(default_factory=dict)
     """Fused graph method -> the config fitted on the validation split in this process (fit once per run)."""
 
@@ -439,6 +441,7 @@ def fused_graph_config(spec: MethodSpec, env: MethodEnv, graph: M3RecGraph) -> F
                     out_dir=env.out_dir,
                     stream=env.stream,
                     concurrency=env.concurrency,
+                    fit_users=env.fit_users,
                 )
             finally:
                 flush_traces()

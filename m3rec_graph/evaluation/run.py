@@ -103,6 +103,7 @@ def run_evaluation(
     prompt_overrides: Mapping[str, str] | None = None,
     fusion: Path | None = None,
     allow_sampling_mismatch: bool = False,
+    fit_users: int | None = None,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -127,6 +128,10 @@ def run_evaluation(
             versions it was made with. Results are keyed by method, slice and user,
             not by prompt, so give each prompt variant its own `out_dir` (the same
             settings draw the same candidates) and compare the reports.
+        fusion: A fusion config file for every fused method (None: fit on validation).
+        allow_sampling_mismatch: Use `fusion` even when fit under another sampling.
+        fit_users: A fused graph method (`m3rec...:fused`) fits on the validation
+            cases of the run's first `fit_users` users only (None: all of them).
 
     Raises:
         EvaluationError: Bad settings or methods, a run directory that does not fit,
@@ -143,6 +148,8 @@ def run_evaluation(
         raise EvaluationError(f"--concurrency must be >= 1, got {concurrency}")
     if n_boot < 0:
         raise EvaluationError(f"--n-boot must be >= 0, got {n_boot}")
+    if fit_users is not None and fit_users < 1:
+        raise EvaluationError(f"--fit-users must be >= 1, got {fit_users}")
     overrides = _checked_prompt_overrides(prompt_overrides or {})
     fusion_config = _checked_fusion(fusion)
     slices = slices_for(cold_start)
@@ -165,6 +172,7 @@ def run_evaluation(
             fusion_config=fusion_config,
             fusion_source=str(fusion) if fusion is not None else "",
             allow_sampling_mismatch=allow_sampling_mismatch,
+            fit_users=fit_users,
         )
         computed, wall, experiments = _score(methods, slices, cases, env, langsmith=langsmith)
         return _report(

@@ -653,3 +653,31 @@ def test_a_fused_graph_method_without_a_file_fits_mar_on_validation_and_resumes(
     assert again[:2] == lines[:2] and len(again) == 4
     assert sorted(json.loads(line)["user_id"] for line in again) == sorted(r["user_id"] for r in records)
     assert FusionConfig.model_validate_json(fitted_config_file(out, method).read_text()).version == config.version
+
+
+def test_fit_users_fits_a_fused_graph_method_on_the_first_users_only(tmp_path: Path) -> None:
+    """`--fit-users 2` of 4: two validation graph runs (the run's first two users), all four tested."""
+    from m3rec_graph.evaluation.graph_fit import fitted_config_file, validation_file
+    from m3rec_graph.fusion import FusionConfig
+
+    method = "m3rec:hybrid:fused"
+    out = tmp_path / "run"
+    run_evaluation(
+        settings(users=4), parse_methods(method), out, chat_models=fake_models(), serve=Served([]),
+        progress=io.StringIO(), n_boot=0, plots=False, fit_users=2,
+    )  # fmt: skip
+    fitted_on = [json.loads(line)["user_id"] for line in validation_file(out, method).read_text().splitlines()]
+    first_two = [c.user_id for c in prepare_cases(settings(users=4), load_dataset(BEAUTY), out)][:2]
+    assert sorted(fitted_on) == sorted(first_two)
+    config = FusionConfig.model_validate_json(fitted_config_file(out, method).read_text())
+    assert config.fitted is not None and config.fitted["users"] == 2
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(results) == 4
+
+
+def test_fit_users_below_one_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationError, match="--fit-users"):
+        run_evaluation(
+            settings(users=2), parse_methods("m3rec:hybrid:fused"), tmp_path / "run",
+            chat_models=fake_models(), serve=Served([]), progress=io.StringIO(), fit_users=0,
+        )  # fmt: skip
