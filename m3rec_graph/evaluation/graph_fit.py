@@ -45,7 +45,13 @@ from m3rec_graph.evaluation.store import append_result, read_results
 from m3rec_graph.evaluation.validation import validation_cases
 from m3rec_graph.fusion import FusionConfig
 from m3rec_graph.fusion.config import Signal
-from m3rec_graph.fusion.fit import DEFAULT_FIT, FitError, fit_weights, fitted_config
+from m3rec_graph.fusion.fit import (
+    DEFAULT_FIT,
+    FitError,
+    fit_weights,
+    fitted_config,
+    weight_intervals,
+)
 from m3rec_graph.state import M3RecGraph, RecInput
 from m3rec_graph.text.similarity import TfidfSimilarity
 
@@ -92,6 +98,12 @@ def validation_record(method: str, case: EvalCase, out: dict[str, Any]) -> dict[
         "output_tokens": total.output_tokens,
         "cost_usd": total.cost_usd,
     }
+
+
+async def describe_intervals(config: FusionConfig) -> str:
+    """`mar [+0.000, +0.000], text [+0.61, +0.93]` from a graph fit's recorded `weight_ci95`."""
+    intervals = cast(dict[str, list[float]], config.fitted.get("weight_ci95", {}))
+    return ", ".join(f"{s} [{lo:+.3f}, {hi:+.3f}]" for s, (lo, hi) in intervals.items())
 
 
 async def run_validation(
@@ -154,12 +166,22 @@ def fit_graph_signals(
             values.append({**graph_signals, **more})
     if not used:
         raise EvaluationError(f"{spec.key}: no validation case has a MAR score for every candidate")
+    groups = fit_groups(used, values)
     try:
-        result = fit_weights(fit_groups(used, values), names, DEFAULT_FIT)
+        result = fit_weights(groups, names, DEFAULT_FIT)
+        intervals = weight_intervals(groups, names, seed=cast(int, metadata.get("seed", 0)))
     except FitError as exc:
         raise EvaluationError(f"fusion fit: {exc}") from None
     config = fitted_config(
-        result, sampling=sampling, metadata={**metadata, "users": len(used), "method_key": spec.key}
+        result,
+        sampling=sampling,
+        metadata={
+            **metadata,
+            "users": len(used),
+            "method_key": spec.key,
+            # a few dozen LLM-run users: say how sure each weight is (bootstrap over users)
+            "weight_ci95": {s: list(interval) for s, interval in intervals.items()},
+        },
     )
     return config, len(cases) - len(used)
 
@@ -223,7 +245,7 @@ def fit_fused_graph_method(
     print(
         f"{spec.key}: fitted on {len(cases) - left_out} validation users"
         f" ({left_out} left out: MAR did not score every candidate; validation LLM cost {spent}):"
-        f" {describe_weights(config)}",
+        f" {describe_weights(config)}; 95% CI of each weight (bootstrap over users): {describe_intervals(config)}",
         file=stream,
         flush=True,
     )

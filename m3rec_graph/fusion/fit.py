@@ -20,6 +20,7 @@ Both are pure Python (no numpy): a fit has at most four weights.
 """
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -188,6 +189,37 @@ def fit_weights(
         groups=len(groups),
         in_sample=rank_metrics(data, weights),
     )
+
+
+def weight_intervals(
+    groups: Sequence[FitGroup],
+    signals: Sequence[Signal],
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[Signal, tuple[float, float]]:
+    """95% percentile-bootstrap interval of each logistic weight, resampling the groups (users).
+
+    The weights are on the same scale as `fit_weights`'s (unit L1 norm). An interval
+    that spans 0 says the validation cases cannot tell the signal's sign; a constant
+    signal (every z-score 0) has weight 0 in every resample.
+
+    Raises:
+        FitError: As `fit_weights`.
+    """
+    data = _normalised(groups, signals)
+    rng = random.Random(f"weights:{seed}")
+    draws: list[list[float]] = []
+    for _ in range(n_boot):
+        sample = [data[rng.randrange(len(data))] for _ in data]
+        draws.append(_unit(_logistic(sample, len(signals))))
+    out: dict[Signal, tuple[float, float]] = {}
+    for j, signal in enumerate(signals):
+        values = sorted(draw[j] for draw in draws)
+        low = values[int(0.025 * (len(values) - 1))]
+        high = values[int(math.ceil(0.975 * (len(values) - 1)))]
+        out[signal] = (round(low, 6), round(high, 6))
+    return out
 
 
 def fitted_config(

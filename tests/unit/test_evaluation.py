@@ -637,6 +637,9 @@ def test_a_fused_graph_method_without_a_file_fits_mar_on_validation_and_resumes(
     config = FusionConfig.model_validate_json(fitted_config_file(out, method).read_text())
     assert set(config.weights) == {"mar", "overlap", "text", "prior"}
     assert config.fitted is not None and config.fitted["users"] == 4 and config.sampling == "uniform"
+    intervals = config.fitted["weight_ci95"]  # how sure each weight is, over the few LLM-run users
+    assert isinstance(intervals, dict) and set(intervals) == set(config.weights)
+    assert all(lo <= config.weights[s] <= hi for s, (lo, hi) in intervals.items())
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["fusion"]["version"] for r in results} == {config.version}
     # the validation requests are the validation cases (second-last item), never a test case

@@ -13,7 +13,7 @@ from m3rec_graph.evaluation.fusion_method import FusionSamplingMismatchError
 from m3rec_graph.evaluation.settings import MethodSpec, parse_methods
 from m3rec_graph.evaluation.validation import SplitOverlapError, validation_cases
 from m3rec_graph.fusion import FusionConfig
-from m3rec_graph.fusion.fit import FitError, FitGroup, fit_weights
+from m3rec_graph.fusion.fit import FitError, FitGroup, fit_weights, weight_intervals
 
 ROOT = Path(__file__).parents[2]
 BEAUTY = ROOT / "tests" / "fixtures" / "beauty_small"
@@ -93,6 +93,19 @@ def test_fit_is_deterministic_and_ignores_a_signals_scale() -> None:
     one = fit_weights(groups, ["text", "prior"])
     assert fit_weights(groups, ["text", "prior"]) == one
     assert fit_weights(scaled, ["text", "prior"]).weights == pytest.approx(one.weights, abs=1e-5)
+
+
+def test_weight_intervals_bracket_known_signs_and_pin_a_constant_signal_at_zero() -> None:
+    """A signal the data decides gets an interval off 0; a constant one (MAR scoring all alike) is 0 always."""
+    groups = [
+        FitGroup(signals={**g.signals, "mar": [5.0] * 20}, target=g.target)
+        for g in synthetic_groups(120, seed=3)
+    ]
+    intervals = weight_intervals(groups, ["mar", "text", "prior"], n_boot=60)
+    assert intervals["mar"] == (0.0, 0.0)
+    assert 0 < intervals["prior"][0] <= intervals["prior"][1]
+    assert intervals["text"][0] <= intervals["text"][1] < 0
+    assert weight_intervals(groups, ["mar", "text", "prior"], n_boot=60) == intervals  # seeded
 
 
 def test_fit_refuses_bad_groups() -> None:
