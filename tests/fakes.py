@@ -6,6 +6,7 @@ concurrent MOTE/MAR tasks can be answered by content rather than by call order.
 
 import json
 import re
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -206,3 +207,14 @@ def scripted_models() -> ScriptedModels:
     Module-level, so it pickles by reference and a worker in another process builds its own.
     """
     return ScriptedModels(default_responder(lambda item_id: zlib.crc32(item_id.encode()) % 11))
+
+
+def slow_scripted_models() -> ScriptedModels:
+    """`scripted_models`, each answer 50 ms late: a run slow enough to be killed midway (module-level, for Ray workers)."""
+    fast = default_responder(lambda item_id: zlib.crc32(item_id.encode()) % 11)
+
+    def respond(stage: str, prompt: str) -> str | BaseException:
+        time.sleep(0.05)
+        return fast(stage, prompt)
+
+    return ScriptedModels(respond)

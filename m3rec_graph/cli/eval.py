@@ -18,6 +18,7 @@ from m3rec_graph.evaluation import (
 )
 from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING
 from m3rec_graph.evaluation.settings import PRIORS
+from m3rec_graph.evaluation.sharded import ENGINES, EvalEngine
 from m3rec_graph.llm.routing import PRESETS
 
 SHARED_DATA = Path("../shared/data/amazon")
@@ -95,7 +96,32 @@ def add_eval_parser(sub: SubParsers) -> None:
     ev.add_argument(
         "--cold-start", type=int, metavar="N", help="also score with only the last N history items"
     )
-    ev.add_argument("--concurrency", type=int, default=2, help="m3rec users in flight at once")
+    ev.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        metavar="C",
+        help="m3rec users in flight at once; with --engine ray, PER WORKER"
+        " (N workers keep N x C in flight; default: 2)",
+    )
+    ev.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where the m3rec methods' users run: local, this process; ray, sharded across"
+        " --workers Ray actors (baselines, the run lock, results and progress stay here;"
+        " default: local)",
+    )
+    ev.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --engine ray, join this Ray cluster (e.g. auto); without it a local Ray"
+        " runtime runs for the eval. The workers open the run directory's store.sqlite:"
+        " keep them on this machine (SQLite is not safe over a network file system)",
+    )
+    ev.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="Ray actors with --engine ray (default: 1)"
+    )
     ev.add_argument(
         "--out", required=True, type=Path, help="run directory; rerunning the command resumes it"
     )
@@ -144,6 +170,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         seed=args.seed,
         sampling=args.sampling,
     )
+    engine = EvalEngine(kind=args.engine, workers=args.workers, address=args.address)
+    engine.validate()  # before the dataset loads
     methods = parse_methods(args.methods)
     prompt_overrides = parse_prompt_files(args.prompt_file or [])
     langsmith = bool(args.langsmith)
@@ -163,6 +191,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         fusion=args.fusion,
         allow_sampling_mismatch=args.allow_sampling_mismatch,
         fit_users=args.fit_users,
+        engine=engine,
     )
     print(run.report)
     written = [REPORT_FILE, RESULTS_JSON, *run.plots]

@@ -6,7 +6,8 @@
 Modules: `settings` (what a run is: candidate settings, methods, slices), `store`
 (the run directory), `run_models` (the models each LLM method was
 scored with), `methods` (scoring one method on one slice), `progress`,
-`report` (summaries, `report.md`, `results.json`, plots) and `run` (the whole run).
+`report` (summaries, `report.md`, `results.json`, plots), `run` (the whole run) and
+`sharded` (`--engine ray`: the m3rec methods' users on Ray workers).
 """
 
 from m3rec_graph.evaluation.methods import SASREC_FILE, STORE_FILE, MethodEnv, Serving
@@ -39,6 +40,7 @@ from m3rec_graph.evaluation.settings import (
     parse_methods,
     slices_for,
 )
+from m3rec_graph.evaluation.sharded import EvalEngine
 from m3rec_graph.evaluation.store import (
     CANDIDATES_FILE,
     LOCK_FILE,
@@ -64,6 +66,7 @@ __all__ = [
     "SASREC_FILE",
     "SETTINGS_FILE",
     "STORE_FILE",
+    "EvalEngine",
     "EvalRun",
     "EvalSettings",
     "EvalSlice",

@@ -406,10 +406,12 @@ def fused_priors(
     return {case.user_id: scores for case, scores in zip(cases, scorer(cases), strict=True)}
 
 
-def fused_graph_config(spec: MethodSpec, env: MethodEnv, graph: M3RecGraph) -> FusionConfig | None:
+def fused_graph_config(
+    spec: MethodSpec, env: MethodEnv, graph: Callable[[], M3RecGraph]
+) -> FusionConfig | None:
     """The fusion config of an m3rec method: None unfused; `--fusion FILE`; else fit on validation.
 
-    The fit runs the graph on the validation split (resumable, `graph_fit`), once per
+    The fit runs the graph (`graph()`, called only then) on the validation split (resumable, `graph_fit`), once per
     method and process; the method's existing result lines must have been made with
     the same config version.
 
@@ -431,7 +433,7 @@ def fused_graph_config(spec: MethodSpec, env: MethodEnv, graph: M3RecGraph) -> F
             try:
                 config = fit_fused_graph_method(
                     spec,
-                    graph,
+                    graph(),
                     probe,
                     dataset=env.dataset,
                     test_cases=env.cases,
@@ -472,7 +474,7 @@ def run_m3rec(
     set order, which varies from process to process.)
     """
     priors = fused_priors(spec, env, todo)
-    fusion = fused_graph_config(spec, env, graph)
+    fusion = fused_graph_config(spec, env, lambda: graph)
     per_user = RunnableLambda(
         m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides, fusion, priors),
         name="m3rec_eval_user",

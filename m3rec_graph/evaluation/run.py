@@ -26,6 +26,7 @@ from m3rec_graph.evaluation.methods import (
     MethodEnv,
     Serving,
     fused_graph_config,
+    fused_priors,
     m3rec_context,
     m3rec_graph_for,
     m3rec_scorer,
@@ -53,6 +54,7 @@ from m3rec_graph.evaluation.settings import (
     MethodSpec,
     slices_for,
 )
+from m3rec_graph.evaluation.sharded import EvalEngine, ShardedUsers
 from m3rec_graph.evaluation.store import (
     RESULTS_FILE,
     prepare_cases,
@@ -104,6 +106,7 @@ def run_evaluation(
     fusion: Path | None = None,
     allow_sampling_mismatch: bool = False,
     fit_users: int | None = None,
+    engine: EvalEngine | None = None,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -112,7 +115,8 @@ def run_evaluation(
         methods: From `parse_methods`.
         out_dir: The run directory (created if needed).
         cold_start: Also score every method with only the last `cold_start` history items.
-        concurrency: Users in flight at once for m3rec methods.
+        concurrency: Users in flight at once for m3rec methods (per worker with a
+            `ray` engine).
         chat_models: Chat model factory of the m3rec graph (inject fakes in tests).
         serve: Makes the routed models reachable (default: starts the local server
             for the local preset).
@@ -132,6 +136,10 @@ def run_evaluation(
         allow_sampling_mismatch: Use `fusion` even when fit under another sampling.
         fit_users: A fused graph method (`m3rec...:fused`) fits on the validation
             cases of the run's first `fit_users` users only (None: all of them).
+        engine: Where the m3rec methods' users run (None: `local`, in this process).
+            With `ray`, they are sharded across `engine.workers` Ray actors
+            (`sharded`); the baselines, the fused methods' priors and validation fit,
+            the lock, results and progress stay in this process.
 
     Raises:
         EvaluationError: Bad settings or methods, a run directory that does not fit,
@@ -140,6 +148,8 @@ def run_evaluation(
             models than its results were made with (see `run_models`; also an
             `EvaluationError` and a `ConfigurationError`).
         DatasetError: The dataset is malformed.
+        EngineError: With a `ray` engine, Ray could not start or a worker died (what
+            finished is in `results.jsonl`; rerun to resume).
     """
     settings.validate()
     if not methods:
@@ -150,6 +160,10 @@ def run_evaluation(
         raise EvaluationError(f"--n-boot must be >= 0, got {n_boot}")
     if fit_users is not None and fit_users < 1:
         raise EvaluationError(f"--fit-users must be >= 1, got {fit_users}")
+    engine = engine or EvalEngine()
+    engine.validate()
+    if langsmith and engine.kind == "ray":
+        raise EvaluationError("--langsmith runs its experiments in this process: not with --engine ray")
     overrides = _checked_prompt_overrides(prompt_overrides or {})
     fusion_config = _checked_fusion(fusion)
     slices = slices_for(cold_start)
@@ -174,7 +188,9 @@ def run_evaluation(
             allow_sampling_mismatch=allow_sampling_mismatch,
             fit_users=fit_users,
         )
-        computed, wall, experiments = _score(methods, slices, cases, env, langsmith=langsmith)
+        computed, wall, experiments = _score(
+            methods, slices, cases, env, langsmith=langsmith, engine=engine
+        )
         return _report(
             out_dir, cases, methods, slices, computed, wall, experiments, n_boot=n_boot, plots=plots
         )
@@ -211,6 +227,7 @@ def _score(
     env: MethodEnv,
     *,
     langsmith: bool,
+    engine: EvalEngine,
 ) -> tuple[dict[tuple[str, str], int], dict[str, float], dict[str, dict[str, Any]]]:
     results_path = env.out_dir / RESULTS_FILE
     done = read_results(results_path)
@@ -226,7 +243,17 @@ def _score(
     wall: dict[str, float] = {}
     experiments: dict[str, dict[str, Any]] = {}
     graph: M3RecGraph | None = None
+    fused = any(s.kind == "m3rec" and s.fused for s in methods)
+
+    def local_graph() -> M3RecGraph:
+        nonlocal graph
+        graph = graph or m3rec_graph_for(env, stores, fused=fused)
+        return graph
+
     with ExitStack() as stores, results_path.open("a", encoding="utf-8") as handle:
+        sharded = ShardedUsers(env, engine, fused=fused) if engine.kind == "ray" else None
+        if sharded is not None:
+            stores.callback(sharded.close)
         for spec in methods:
             ranker = None
             for slice_ in slices:
@@ -240,10 +267,15 @@ def _score(
                     bar.render(force=True)
                     continue
                 started = time.perf_counter()
+                if sharded is not None and spec.kind == "m3rec":
+                    # Only the validation fit of a fused method runs the driver's own graph.
+                    fusion = fused_graph_config(spec, env, local_graph)
+                    priors = fused_priors(spec, env, todo)
+                    sharded.run(spec, slice_, todo, handle, bar, fusion, priors)
+                    wall[label] = round(time.perf_counter() - started, 3)
+                    continue
                 if spec.kind == "m3rec":
-                    graph = graph or m3rec_graph_for(
-                        env, stores, fused=any(s.kind == "m3rec" and s.fused for s in methods)
-                    )
+                    local_graph()
                 else:
                     ranker = ranker or make_ranker(spec, env)
                 if langsmith:
@@ -254,7 +286,7 @@ def _score(
                             graph,
                             env.seed,
                             env.prompt_overrides,
-                            fused_graph_config(spec, env, graph),
+                            fused_graph_config(spec, env, local_graph),
                         )
                         if graph is not None and spec.kind == "m3rec"
                         else ranker_scorer(spec, cast(Ranker, ranker), slice_)

@@ -21,7 +21,7 @@ The driver keeps what makes a run trustworthy, whichever engine runs the workers
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,15 @@ def finished_lines(out: Path, requests: Sequence[BatchRequest]) -> set[int]:
 def mote_shards(
     requests: Sequence[BatchRequest], ctx: M3RecContext, workers: int
 ) -> list[list[dict[str, Any]]]:
-    """Split the distinct candidate items of `requests` across `workers`, each item to one worker.
+    """Split the distinct candidate items of `requests` across `workers` (`item_shards`)."""
+    candidates = (c for r in requests for c in r.request.candidates)
+    return item_shards(candidates, ctx, workers)
+
+
+def item_shards(
+    candidates: Iterable[Item], ctx: M3RecContext, workers: int
+) -> list[list[dict[str, Any]]]:
+    """Split the distinct `candidates` across `workers`, each item to one worker (the MOTE pre-pass).
 
     Distinct by id and text hash (the trait key), in first-seen order, dealt round
     robin; items without text (MOTE never reads them) and runs that make no MOTE
@@ -120,11 +128,10 @@ def mote_shards(
     if ctx.ablation == "no_mote" or not needs_motivations(ctx):
         return [[] for _ in range(workers)]
     distinct: dict[str, dict[str, Any]] = {}
-    for batch_request in requests:
-        for candidate in batch_request.request.candidates:
-            if candidate.has_text():  # as an `Item`: MOTE reads no `prior`
-                fields = {k: v for k, v in item_dict(candidate).items() if k in Item.model_fields}
-                distinct.setdefault(trait_key(candidate), fields)
+    for candidate in candidates:
+        if candidate.has_text():  # as an `Item`: MOTE reads no `prior`
+            fields = {k: v for k, v in item_dict(candidate).items() if k in Item.model_fields}
+            distinct.setdefault(trait_key(candidate), fields)
     shards: list[list[dict[str, Any]]] = [[] for _ in range(workers)]
     for n, item in enumerate(distinct.values()):
         shards[n % workers].append(item)

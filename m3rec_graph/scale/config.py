@@ -1,13 +1,15 @@
 """What a worker is built from: one picklable value, sent to every worker as it starts."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from m3rec_graph.context import M3RecContext
+from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.llm.factory import ChatModelFactory
 from m3rec_graph.llm.worker_share import ProviderLimits
 from m3rec_graph.stages.mope import DEFAULT_PROFILE_TTL_DAYS
+from m3rec_graph.text.similarity import TfidfSimilarity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +50,11 @@ class WorkerConfig:
     """Builds the chat model factory in the worker (a module-level function or class, so
     that it pickles by reference), e.g. scripted fakes in tests and benchmarks; `None`:
     `ChatOpenAI` on `endpoint`, with the worker's share of `limits`."""
+    text_corpus: Callable[[], Iterable[Item] | TfidfSimilarity] | None = None
+    """Builds the fusion `text` signal's corpus in the worker (`build_graph(text_corpus=...)`),
+    e.g. a `functools.partial` of a module-level function over a dataset path, so that the
+    catalogue is read where the worker runs instead of being pickled; `None`: idf from each
+    request's own items."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

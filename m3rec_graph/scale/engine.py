@@ -8,6 +8,9 @@ import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+from langchain_core.runnables import RunnableConfig
+
+from m3rec_graph.context import M3RecContext
 from m3rec_graph.errors import ConfigurationError, M3RecError
 from m3rec_graph.llm.worker_share import worker_share
 from m3rec_graph.scale.config import WorkerConfig
@@ -16,6 +19,8 @@ from m3rec_graph.storage.store import store_kind
 
 Chunk = Sequence[dict[str, Any]]
 """Requests one worker call runs (at most `concurrency` of them in flight at once)."""
+Timed = list[tuple[dict[str, Any], float]]
+"""A chunk's outputs in request order, each with the seconds its graph run took."""
 
 
 class EngineError(M3RecError, RuntimeError):
@@ -29,11 +34,26 @@ class Engine(Protocol):
     def workers(self) -> int:
         """How many workers run at once (the MOTE pre-pass takes one shard per worker)."""
 
-    def encode(self, shards: Sequence[Chunk]) -> list[EncodeReport]:
-        """Run the MOTE pre-pass, shard `i` on worker `i`, and return once every shard is stored."""
+    def encode(
+        self, shards: Sequence[Chunk], context: M3RecContext | None = None
+    ) -> list[EncodeReport]:
+        """Run the MOTE pre-pass, shard `i` on worker `i`, and return once every shard is stored.
 
-    def recommend(self, chunks: Sequence[Chunk]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        `context` (default: the config's) names the MOTE model and prompt.
+        """
+
+    def recommend(
+        self, chunks: Sequence[Chunk], context: M3RecContext | None = None
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Yield `(chunk index, outputs in request order)` for each chunk, as chunks finish."""
+
+    def recommend_timed(
+        self,
+        chunks: Sequence[Chunk],
+        context: M3RecContext | None = None,
+        run_config: RunnableConfig | None = None,
+    ) -> Iterator[tuple[int, Timed]]:
+        """As `recommend`, each output with its run's seconds (`GraphWorker.recommend_timed`)."""
 
     def close(self) -> None:
         """Stop the workers (and a runtime the engine started)."""
@@ -71,14 +91,28 @@ class LocalEngine:
         """One."""
         return 1
 
-    def encode(self, shards: Sequence[Chunk]) -> list[EncodeReport]:
+    def encode(
+        self, shards: Sequence[Chunk], context: M3RecContext | None = None
+    ) -> list[EncodeReport]:
         """Run the one shard."""
-        return [self._worker.encode(shard) for shard in shards]
+        return [self._worker.encode(shard, context) for shard in shards]
 
-    def recommend(self, chunks: Sequence[Chunk]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def recommend(
+        self, chunks: Sequence[Chunk], context: M3RecContext | None = None
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Run the chunks in order."""
         for n, chunk in enumerate(chunks):
-            yield n, self._worker.recommend(chunk)
+            yield n, self._worker.recommend(chunk, context)
+
+    def recommend_timed(
+        self,
+        chunks: Sequence[Chunk],
+        context: M3RecContext | None = None,
+        run_config: RunnableConfig | None = None,
+    ) -> Iterator[tuple[int, Timed]]:
+        """Run the chunks in order, timing each run."""
+        for n, chunk in enumerate(chunks):
+            yield n, self._worker.recommend_timed(chunk, context, run_config)
 
     def close(self) -> None:
         """Close the worker."""

@@ -15,9 +15,12 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+
+from m3rec_graph.context import M3RecContext
 from m3rec_graph.errors import ConfigurationError, M3RecError
 from m3rec_graph.scale.config import WorkerConfig
-from m3rec_graph.scale.engine import Chunk, EngineError, check_split
+from m3rec_graph.scale.engine import Chunk, EngineError, Timed, check_split
 from m3rec_graph.scale.worker import EncodeReport, GraphWorker
 from m3rec_graph.storage.store import open_store
 
@@ -100,14 +103,33 @@ class RayEngine:
         except ray.exceptions.RayError as exc:
             raise EngineError(f"Ray failed: {type(exc).__name__}; rerun to resume") from None
 
-    def encode(self, shards: Sequence[Chunk]) -> list[EncodeReport]:
+    def encode(
+        self, shards: Sequence[Chunk], context: M3RecContext | None = None
+    ) -> list[EncodeReport]:
         """Run shard `i` on actor `i`, all at once; return when every shard is done."""
-        refs = [a.encode.remote(list(s)) for a, s in zip(self._actors, shards, strict=False)]
+        refs = [
+            a.encode.remote(list(s), context) for a, s in zip(self._actors, shards, strict=False)
+        ]
         reports: list[EncodeReport] = self._get(refs)
         return reports
 
-    def recommend(self, chunks: Sequence[Chunk]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def recommend(
+        self, chunks: Sequence[Chunk], context: M3RecContext | None = None
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         """Hand out chunks, `depth` per actor at a time; yield each one's outputs as it returns."""
+        yield from self._dispatch("recommend", chunks, context)
+
+    def recommend_timed(
+        self,
+        chunks: Sequence[Chunk],
+        context: M3RecContext | None = None,
+        run_config: RunnableConfig | None = None,
+    ) -> Iterator[tuple[int, Timed]]:
+        """As `recommend`, each output with its run's seconds."""
+        yield from self._dispatch("recommend_timed", chunks, context, run_config)
+
+    def _dispatch(self, method: str, chunks: Sequence[Chunk], *args: Any) -> Iterator[tuple[int, Any]]:
+        """Call actor `method(chunk, *args)` for every chunk, `depth` per actor queued; yield as they return."""
         ray = self._ray
         pending: dict[Any, tuple[int, Any]] = {}  # ref -> (chunk index, actor)
         next_chunk = 0
@@ -115,7 +137,7 @@ class RayEngine:
         def submit(actor: Any) -> None:
             nonlocal next_chunk
             if next_chunk < len(chunks):
-                ref = actor.recommend.remote(list(chunks[next_chunk]))
+                ref = getattr(actor, method).remote(list(chunks[next_chunk]), *args)
                 pending[ref] = (next_chunk, actor)
                 next_chunk += 1
 
@@ -126,7 +148,7 @@ class RayEngine:
             while pending:
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
                 index, actor = pending.pop(ready)
-                outputs: list[dict[str, Any]] = self._get(ready)
+                outputs = self._get(ready)
                 submit(actor)
                 yield index, outputs
         finally:

@@ -7,10 +7,12 @@ process boundary as is.
 """
 
 import asyncio
+import time
 from collections.abc import Coroutine, Sequence
 from contextlib import ExitStack
 from typing import Any, TypeVar, cast
 
+from langchain_core.runnables import RunnableConfig
 from pydantic_core import to_jsonable_python
 
 from m3rec_graph.context import M3RecContext
@@ -79,6 +81,7 @@ class GraphWorker:
                 chat_models=self._chat_models,
                 store=self._store,
                 profile_ttl_days=config.profile_ttl_days,
+                text_corpus=config.text_corpus() if config.text_corpus is not None else None,
             )
             self._buffer = BufferedTraits(self._store)
             self._prepass = build_prepass_graph(self._chat_models, self._buffer)
@@ -90,23 +93,47 @@ class GraphWorker:
         """Return the worker's index (a Ray caller waits on it to see the constructor finish)."""
         return self.index
 
-    def encode(self, items: Sequence[dict[str, Any]]) -> EncodeReport:
+    def encode(
+        self, items: Sequence[dict[str, Any]], context: M3RecContext | None = None
+    ) -> EncodeReport:
         """Store MOTE traits for those `items` the store does not have yet; return the counts.
 
         The items are distinct and this worker's alone (the driver split them), so no
         other worker encodes them: the pre-pass is how an item is encoded once across
         workers. An item whose answers all fail is not stored (as in a graph run): the
-        shopper that shows it asks MOTE again.
+        shopper that shows it asks MOTE again. `context` (default: the config's) names
+        the MOTE model and prompt, so the traits land where that context's runs read.
         """
         parsed = [Item.model_validate(i) for i in items]
+        ctx = self.config.context if context is None else context
         return self._loop.run_until_complete(
-            _encode(self._prepass, self._buffer, parsed, self.config.context, self.config.concurrency)
+            _encode(self._prepass, self._buffer, parsed, ctx, self.config.concurrency)
         )
 
-    def recommend(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Run `requests` (at most `concurrency` at once) and return their outputs as JSON, in order."""
+    def recommend(
+        self, requests: Sequence[dict[str, Any]], context: M3RecContext | None = None
+    ) -> list[dict[str, Any]]:
+        """Run `requests` (at most `concurrency` at once) and return their outputs as JSON, in order.
+
+        `context` (default: the config's) is the run context of every request: one worker
+        serves several methods of an evaluation, each with its own.
+        """
+        timed = self.recommend_timed(requests, context)
+        return [output for output, _ in timed]
+
+    def recommend_timed(
+        self,
+        requests: Sequence[dict[str, Any]],
+        context: M3RecContext | None = None,
+        run_config: RunnableConfig | None = None,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """As `recommend`, each output with the seconds its own graph run took (a result line's `seconds`).
+
+        `run_config` (run name, tags, metadata) is passed to every graph run, for its trace.
+        """
+        ctx = self.config.context if context is None else context
         return self._loop.run_until_complete(
-            _recommend(self._graph, requests, self.config.context, self.config.concurrency)
+            _recommend(self._graph, requests, ctx, self.config.concurrency, run_config)
         )
 
     def close(self) -> None:
@@ -149,17 +176,23 @@ async def _encode(
 
 
 async def _recommend(
-    graph: M3RecGraph, requests: Sequence[dict[str, Any]], ctx: M3RecContext, concurrency: int
-) -> list[dict[str, Any]]:
+    graph: M3RecGraph,
+    requests: Sequence[dict[str, Any]],
+    ctx: M3RecContext,
+    concurrency: int,
+    run_config: RunnableConfig | None = None,
+) -> list[tuple[dict[str, Any], float]]:
     # A semaphore, not `abatch(max_concurrency=...)`: LangGraph passes that cap down
     # into each run, where it would also serialise the run's own MOPE/MOTE fan-out.
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(request: dict[str, Any]) -> dict[str, Any]:
+    async def one(request: dict[str, Any]) -> tuple[dict[str, Any], float]:
         async with gate:
-            out = await graph.ainvoke(cast(RecInput, request), context=ctx)
+            started = time.perf_counter()  # the user's own run, not its wait for a slot
+            out = await graph.ainvoke(cast(RecInput, request), run_config, context=ctx)
+            seconds = time.perf_counter() - started
         jsonable: dict[str, Any] = to_jsonable_python(out)
-        return jsonable
+        return jsonable, seconds
 
     return await _all([one(request) for request in requests])
 
