@@ -237,12 +237,17 @@ class M3RecContext:
     `degraded` entries.
     """
     fusion: FusionSetting = None
-    """Score fusion: `None` (the default) ranks by MAR's score, as the paper does.
+    """Score fusion: `None` (the default) is the routing preset's default, `"off"` ranks by MAR's score.
 
-    Otherwise the ranking follows a weighted sum of per-request z-scores of MAR's
+    The OpenAI presets' default is off: the ranking is MAR's, as the paper's. The
+    offline `local` preset's is the shipped `"local"` config, fit on validation cases
+    with the local model (its MAR alone ranks near chance; docs/results.md), unless
+    `models` overrides a stage (`m3rec_graph.fusion.PRESET_FUSION`).
+
+    Fused, the ranking follows a weighted sum of per-request z-scores of MAR's
     score, the profile-trait overlap, TF-IDF text similarity and the candidates'
     `prior` (`RankedItem.fused_score`, `score_parts`), weighted by a fusion config:
-    `"default"` (the shipped one, hand-set weights), a path to a config file (what
+    `"default"` (shipped, hand-set weights), `"local"`, a path to a config file (what
     `m3rec fit-fusion` writes), or the config itself (a `FusionConfig`, or its JSON
     fields). A stage that only feeds zero-weight signals does not run (README,
     "Fusion"). A path is kept as a string and a config as its JSON fields, so the

@@ -78,6 +78,7 @@ from m3rec_graph.stages.fuse import (
     check_signals,
     fuse_scores,
     fusion_config,
+    fusion_setting,
     needs_motivations,
     runs_mar,
 )
@@ -173,7 +174,7 @@ async def run_context(runtime: Runtime[M3RecContext]) -> M3RecContext:
         await asyncio.to_thread(resolve, ctx)
     if not _run_files_loaded(ctx):
         await asyncio.to_thread(load_run_files, ctx)
-    if not fusion_loaded(ctx.fusion):  # a fusion config file, read once per process
+    if not fusion_loaded(fusion_setting(ctx)):  # a fusion config file, read once per process
         await asyncio.to_thread(fusion_config, ctx)
     return ctx
 

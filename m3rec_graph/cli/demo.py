@@ -15,7 +15,10 @@ from typing import Any
 
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.schemas import Item
+from m3rec_graph.fusion import FusionConfig
 from m3rec_graph.integrations.runner import flush_traces, serving
+from m3rec_graph.llm.routing import default_preset
+from m3rec_graph.stages.fuse import fusion_config, fusion_setting
 from m3rec_graph.state import M3RecGraph, RecInput
 from m3rec_graph.text.item_text import clean_text, item_text
 
@@ -49,6 +52,9 @@ def _report(case: dict[str, Any], out: dict[str, Any], seconds: float) -> None:
         mark = "  <== held-out next item" if entry.item_id == case["target_id"] else ""
         motives = ", ".join(m.value for m in entry.matched_motivations) or "-"
         print(f"  {entry.rank}. [{entry.score:.1f}] {titles[entry.item_id]}{mark}")
+        if entry.score_parts is not None:  # fused: what each signal added to the fused score
+            parts = ", ".join(f"{name} {value:+.2f}" for name, value in entry.score_parts.items())
+            print(f"       fused {entry.fused_score:+.2f} = {parts}")
         print(f"       matches: {motives}; {clean_text(entry.rationale, 110)}")
     rank = next(e.rank for e in out["ranking"] if e.item_id == case["target_id"])
     print(
@@ -63,12 +69,20 @@ def _report(case: dict[str, Any], out: dict[str, Any], seconds: float) -> None:
     )
 
 
+def describe(config: FusionConfig) -> str:
+    """The config's weighted signals, e.g. `overlap 0.30, text 0.70` (a zero-weight signal's stage does not run)."""
+    return ", ".join(f"{s} {config.weights[s]:.2f}" for s in config.active())
+
+
 def run_demo(graph: M3RecGraph, ctx: M3RecContext, *, users: int = 3) -> None:
     """Recommend for the first `users` demo cases and print what happened."""
     cases = load_cases()[:users]
+    fusion = fusion_config(ctx)
+    fused = "off (MAR's score)" if fusion is None else f"{fusion_setting(ctx)} ({fusion.version}: {describe(fusion)})"
     print(
-        f"m3rec demo: {len(cases)} Amazon Beauty users, routing '{ctx.routing}' "
-        f"(MOPE {ctx.mope_model.name}, MOTE {ctx.mote_model.name}, MAR {ctx.mar_model.name})"
+        f"m3rec demo: {len(cases)} Amazon Beauty users, routing '{ctx.routing or default_preset()}' "
+        f"(MOPE {ctx.mope_model.name}, MOTE {ctx.mote_model.name}, MAR {ctx.mar_model.name}); "
+        f"fusion {fused}"
     )
 
     async def run_all() -> list[int]:

@@ -138,8 +138,8 @@ def add_eval_parser(sub: SubParsers) -> None:
         "--fusion",
         type=Path,
         metavar="FILE",
-        help="fusion config (from m3rec fit-fusion) for every fused method;"
-        " default: fit the weights on this run's validation split",
+        help="fusion config (from m3rec fit-fusion, or a shipped one: local, default) for every"
+        " fused method; default: fit the weights on this run's validation split",
     )
     ev.add_argument(
         "--fit-users",
@@ -147,6 +147,12 @@ def add_eval_parser(sub: SubParsers) -> None:
         metavar="N",
         help="fused graph methods (m3rec...:fused) fit on the validation cases of the run's"
         " first N users only (each is a full graph run); default: all --users",
+    )
+    ev.add_argument(
+        "--report-only",
+        action="store_true",
+        help="compute nothing: report the users every listed method has finished"
+        " (an interrupted run's interim figures, paired on the same users)",
     )
     ev.add_argument(
         "--allow-sampling-mismatch",
@@ -192,6 +198,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         allow_sampling_mismatch=args.allow_sampling_mismatch,
         fit_users=args.fit_users,
         engine=engine,
+        report_only=args.report_only,
     )
     print(run.report)
     written = [REPORT_FILE, RESULTS_JSON, *run.plots]

@@ -46,8 +46,9 @@ def add_routing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fusion",
         metavar="CONFIG",
-        help="rank by fused_score: 'default' (the shipped weights) or a fusion config file"
-        " (m3rec fit-fusion writes one); off by default, ranking by MAR's score as the paper does",
+        help="rank by fused_score: 'default' (hand-set weights), 'local' (fit for the offline"
+        " model) or a fusion config file (m3rec fit-fusion writes one); 'off' ranks by MAR's score"
+        " as the paper does. Default: the preset's (local fuses with 'local', OpenAI presets are off)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the candidate display order")
     add_store_options(parser)

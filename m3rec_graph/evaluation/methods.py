@@ -37,7 +37,7 @@ from m3rec_graph.evaluation.priors import PriorScorer, prior_scorer, sasrec_rank
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.settings import EvalSlice, EvaluationError, MethodSpec
 from m3rec_graph.evaluation.store import RESULTS_FILE, append_result, read_results
-from m3rec_graph.fusion import FusionConfig
+from m3rec_graph.fusion import FUSION_OFF, FusionConfig
 from m3rec_graph.graph import build_graph
 from m3rec_graph.integrations.runner import flush_traces
 from m3rec_graph.llm.factory import ChatModelFactory
@@ -265,7 +265,8 @@ def m3rec_context(
     updated profile depends on which shorter history was profiled before, so serving
     one would make a user's result depend on the order users run in.
     """
-    extra: dict[str, Any] = {"fusion": fusion} if spec.fused and fusion is not None else {}
+    # An unfused method is the paper's ranking even on a preset that fuses by default.
+    extra: dict[str, Any] = {"fusion": fusion if spec.fused and fusion is not None else FUSION_OFF}
     return context_for(
         cast(str, spec.routing),
         seed=seed,

@@ -5,7 +5,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -62,7 +62,7 @@ from m3rec_graph.evaluation.store import (
     read_settings,
     run_lock,
 )
-from m3rec_graph.fusion import FusionConfig, load_fusion_config
+from m3rec_graph.fusion import SHIPPED_FUSION, FusionConfig, load_fusion_config
 from m3rec_graph.integrations.runner import serving
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.prompts.loader import PromptName, load_prompt
@@ -107,6 +107,7 @@ def run_evaluation(
     allow_sampling_mismatch: bool = False,
     fit_users: int | None = None,
     engine: EvalEngine | None = None,
+    report_only: bool = False,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -140,6 +141,9 @@ def run_evaluation(
             With `ray`, they are sharded across `engine.workers` Ray actors
             (`sharded`); the baselines, the fused methods' priors and validation fit,
             the lock, results and progress stay in this process.
+        report_only: Compute nothing: report the users that every one of `methods`
+            has finished on every slice (an interrupted run's interim, paired figures;
+            the report says how many of the run's users that is).
 
     Raises:
         EvaluationError: Bad settings or methods, a run directory that does not fit,
@@ -188,12 +192,51 @@ def run_evaluation(
             allow_sampling_mismatch=allow_sampling_mismatch,
             fit_users=fit_users,
         )
+        if report_only:
+            return _interim_report(out_dir, cases, methods, slices, n_boot=n_boot, plots=plots)
         computed, wall, experiments = _score(
             methods, slices, cases, env, langsmith=langsmith, engine=engine
         )
         return _report(
             out_dir, cases, methods, slices, computed, wall, experiments, n_boot=n_boot, plots=plots
         )
+
+
+def _interim_report(
+    out_dir: Path,
+    cases: Sequence[EvalCase],
+    methods: Sequence[MethodSpec],
+    slices: Sequence[EvalSlice],
+    *,
+    n_boot: int,
+    plots: bool,
+) -> EvalRun:
+    """The report of `report_only`: the users every method finished on every slice, and how many.
+
+    Restricting every method to the same users keeps the comparison paired, as in a
+    finished run; the other methods' extra users would otherwise enter their figures.
+
+    Raises:
+        EvaluationError: No user is finished by every method.
+    """
+    results = read_results(out_dir / RESULTS_FILE)
+    finished = [
+        c
+        for c in cases
+        if all((m.key, s.name, c.user_id) in results for m in methods for s in slices)
+    ]
+    if not finished:
+        raise EvaluationError(
+            f"--report-only: no user of {out_dir} is finished by every one of "
+            f"{', '.join(m.key for m in methods)}"
+        )
+    run = _report(out_dir, finished, methods, slices, {}, {}, {}, n_boot=n_boot, plots=plots)
+    note = (
+        f"Interim report (--report-only): the {len(finished)} of the run's {len(cases)} users"
+        f" that {', '.join(m.key for m in methods)} all finished; rerun without it to resume.\n\n"
+    )
+    atomic_write_text(out_dir / REPORT_FILE, note + run.report)
+    return replace(run, report=note + run.report)
 
 
 def _checked_prompt_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
@@ -214,8 +257,8 @@ def _checked_fusion(path: Path | None) -> FusionConfig | None:
     """Load `--fusion` before anything runs (None: every fused method fits its weights on validation)."""
     if path is None:
         return None
-    try:
-        return load_fusion_config(path)
+    try:  # a shipped config's name (`local`, `default`) or a file
+        return load_fusion_config(SHIPPED_FUSION.get(str(path), path))
     except ConfigurationError as exc:
         raise EvaluationError(str(exc)) from None
 

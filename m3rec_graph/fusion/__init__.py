@@ -10,6 +10,11 @@ from m3rec_graph.fusion.combine import FusedScore, fuse, zscores
 from m3rec_graph.fusion.config import (
     DEFAULT_FUSION,
     DEFAULT_FUSION_PATH,
+    FUSION_OFF,
+    LOCAL_FUSION,
+    LOCAL_FUSION_PATH,
+    PRESET_FUSION,
+    SHIPPED_FUSION,
     SIGNALS,
     FusionConfig,
     FusionConfigError,
@@ -22,6 +27,11 @@ from m3rec_graph.fusion.config import (
 __all__ = [
     "DEFAULT_FUSION",
     "DEFAULT_FUSION_PATH",
+    "FUSION_OFF",
+    "LOCAL_FUSION",
+    "LOCAL_FUSION_PATH",
+    "PRESET_FUSION",
+    "SHIPPED_FUSION",
     "SIGNALS",
     "FusedScore",
     "FusionConfig",

@@ -83,6 +83,27 @@ DEFAULT_FUSION = "default"
 DEFAULT_FUSION_PATH = Path(__file__).with_name("default.json")
 """The shipped fusion config: hand-set weights (`fitted.method = "hand-set"`, `sampling = None`)."""
 
+LOCAL_FUSION = "local"
+"""The name of the shipped config fit for the offline default (`LOCAL_FUSION_PATH`)."""
+
+LOCAL_FUSION_PATH = Path(__file__).with_name("local.json")
+"""Weights fit on the shared datasets' validation cases with every stage on the local model
+(`fitted` says which runs; docs/results.md has the command and the figures)."""
+
+FUSION_OFF = "off"
+"""The setting that switches fusion off even where a routing preset fuses by default."""
+
+SHIPPED_FUSION: Mapping[str, Path] = {DEFAULT_FUSION: DEFAULT_FUSION_PATH, LOCAL_FUSION: LOCAL_FUSION_PATH}
+"""Names that stand for a shipped config wherever a config path is taken."""
+
+PRESET_FUSION: Mapping[str, str] = {}
+"""Routing preset -> the shipped config it fuses with when `M3RecContext.fusion` is unset.
+
+Only the offline `local` preset has one: its MAR signal alone ranks near chance
+(docs/results.md), and its weights were fit with its own models. The OpenAI presets
+rank by MAR's score, as the paper does, until a config is given.
+"""
+
 
 def load_fusion_config(path: str | Path) -> FusionConfig:
     """Read a fusion config file; `FusionConfigError` names the file and the problem."""
@@ -98,20 +119,20 @@ def load_fusion_config(path: str | Path) -> FusionConfig:
 
 
 _loaded: dict[str, FusionConfig] = {}
-"""Config files read so far, by the path as given (`"default"`: the shipped one)."""
+"""Config files read so far, by the path as given (a `SHIPPED_FUSION` name: the shipped one)."""
 
 
 def _load_cached(path: str) -> FusionConfig:
     config = _loaded.get(path)
     if config is None:
-        config = _loaded[path] = load_fusion_config(DEFAULT_FUSION_PATH if path == DEFAULT_FUSION else path)
+        config = _loaded[path] = load_fusion_config(SHIPPED_FUSION.get(path, path))
     return config
 
 
 def resolve_fusion(value: str | Path | Mapping[str, object] | FusionConfig | None) -> FusionConfig | None:
-    """Turn `M3RecContext.fusion` into a config: `None` (fusion off) stays `None`.
+    """Turn a fusion setting into a config: `None` and `"off"` (fusion off) give `None`.
 
-    `"default"` is the shipped config, any other string or path a config file (read
+    `"default"` and `"local"` are shipped configs (`SHIPPED_FUSION`), any other string or path a config file (read
     once per process and path: it blocks, so the graph calls this in a worker
     thread until `fusion_loaded`), a mapping the config's JSON fields, a
     `FusionConfig` itself.
@@ -121,6 +142,8 @@ def resolve_fusion(value: str | Path | Mapping[str, object] | FusionConfig | Non
     """
     if value is None or isinstance(value, FusionConfig):
         return value
+    if value == FUSION_OFF:
+        return None
     if isinstance(value, str | Path):
         return _load_cached(str(value))
     try:
@@ -133,4 +156,4 @@ def resolve_fusion(value: str | Path | Mapping[str, object] | FusionConfig | Non
 
 def fusion_loaded(value: object) -> bool:
     """Return whether `resolve_fusion(value)` runs without reading a file."""
-    return not isinstance(value, str | Path) or str(value) in _loaded
+    return not isinstance(value, str | Path) or value == FUSION_OFF or str(value) in _loaded

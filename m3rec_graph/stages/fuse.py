@@ -1,6 +1,7 @@
 """The fusion step: MAR's score, profile-trait overlap, text similarity and the prior, fused.
 
-With `M3RecContext.fusion` set, the `fuse` node runs once MAR's results are in
+With fusion on (`M3RecContext.fusion`, or when it is unset the routing preset's
+default: the offline `local` preset fuses with the shipped `local` weights), the `fuse` node runs once MAR's results are in
 (the `rank` join sends the run there, and it comes back to `rank`, which orders
 by `fused_score`). Each signal is z-normalised per request and weighted by the
 fusion config (`m3rec_graph.fusion.fuse`); a signal that is missing (no `prior` in
@@ -29,6 +30,7 @@ from m3rec_graph.context import M3RecContext
 from m3rec_graph.contracts.request import RecommendationRequest
 from m3rec_graph.contracts.schemas import AlignmentScore, ItemTraits, MotivationProfile
 from m3rec_graph.fusion import (
+    PRESET_FUSION,
     FusedScore,
     FusionConfig,
     FusionConfigError,
@@ -36,10 +38,23 @@ from m3rec_graph.fusion import (
     fuse,
     resolve_fusion,
 )
-from m3rec_graph.llm.routing import get_context
+from m3rec_graph.llm.routing import default_preset, get_context
 from m3rec_graph.stages.fallbacks import overlap_alignment
 from m3rec_graph.state import FusedEntry, FusionReport
 from m3rec_graph.text.similarity import TfidfSimilarity
+
+
+def fusion_setting(ctx: M3RecContext) -> str | Mapping[str, Any] | None:
+    """The run's fusion setting: `ctx.fusion`, or when unset its routing preset's (`PRESET_FUSION`).
+
+    A preset's default applies only with the preset's own models: its weights were
+    fit on those models' signals, so a `models` override leaves fusion off.
+    """
+    value = ctx.fusion
+    assert value is None or isinstance(value, str | Mapping)  # M3RecContext normalised it
+    if value is None and not ctx.models:
+        return PRESET_FUSION.get(ctx.routing or default_preset())
+    return value
 
 
 def fusion_config(ctx: M3RecContext) -> FusionConfig | None:
@@ -47,9 +62,7 @@ def fusion_config(ctx: M3RecContext) -> FusionConfig | None:
 
     Cheap once the run has started: `graph.run_context` read any file in a worker thread.
     """
-    value = ctx.fusion
-    assert value is None or isinstance(value, str | Mapping)  # M3RecContext normalised it
-    return resolve_fusion(value)
+    return resolve_fusion(fusion_setting(ctx))
 
 
 def fusion_version(ctx: M3RecContext) -> str | None:

@@ -684,3 +684,28 @@ def test_fit_users_below_one_is_refused(tmp_path: Path) -> None:
             settings(users=2), parse_methods("m3rec:hybrid:fused"), tmp_path / "run",
             chat_models=fake_models(), serve=Served([]), progress=io.StringIO(), fit_users=0,
         )  # fmt: skip
+
+
+def test_report_only_reports_the_users_every_method_finished_and_computes_nothing(tmp_path: Path) -> None:
+    """An interrupted run: `--report-only` gives paired interim figures on the users all methods finished."""
+    out = tmp_path / "run"
+    models = fake_models()
+    run_evaluation(
+        settings(users=4), parse_methods("random,m3rec:hybrid"), out, chat_models=models,
+        serve=Served([]), progress=io.StringIO(), n_boot=0, plots=False,
+    )  # fmt: skip
+    records = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
+    dropped = next(r["user_id"] for r in reversed(records) if r["method"] == "m3rec:hybrid")
+    kept = [
+        json.dumps(r) for r in records if not (r["method"] == "m3rec:hybrid" and r["user_id"] == dropped)
+    ]
+    (out / RESULTS_FILE).write_text("\n".join(kept) + "\n")  # the last m3rec user "was interrupted"
+    calls = len(models.calls)
+    interim = run_evaluation(
+        settings(users=4), parse_methods("random,m3rec:hybrid"), out, chat_models=models,
+        serve=Served([]), progress=io.StringIO(), n_boot=0, plots=False, report_only=True,
+    )  # fmt: skip
+    assert len(models.calls) == calls  # nothing computed
+    assert len(interim.cases) == 3 and "the 3 of the run's 4 users" in interim.report
+    assert all(r.users == 3 for reports in interim.reports.values() for r in reports)
+    assert (out / RESULTS_FILE).read_text().splitlines() == kept  # nothing appended
