@@ -100,7 +100,7 @@ def validation_record(method: str, case: EvalCase, out: dict[str, Any]) -> dict[
     }
 
 
-async def describe_intervals(config: FusionConfig) -> str:
+def describe_intervals(config: FusionConfig) -> str:
     """`mar [+0.000, +0.000], text [+0.61, +0.93]` from a graph fit's recorded `weight_ci95`."""
     intervals = cast(dict[str, list[float]], config.fitted.get("weight_ci95", {}))
     return ", ".join(f"{s} [{lo:+.3f}, {hi:+.3f}]" for s, (lo, hi) in intervals.items())

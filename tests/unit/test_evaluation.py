@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -665,10 +666,13 @@ def test_fit_users_fits_a_fused_graph_method_on_the_first_users_only(tmp_path: P
 
     method = "m3rec:hybrid:fused"
     out = tmp_path / "run"
+    progress = io.StringIO()
     run_evaluation(
         settings(users=4), parse_methods(method), out, chat_models=fake_models(), serve=Served([]),
-        progress=io.StringIO(), n_boot=0, plots=False, fit_users=2,
+        progress=progress, n_boot=0, plots=False, fit_users=2,
     )  # fmt: skip
+    # the fit's line names each weight's bootstrap interval
+    assert re.search(r"fitted on 2 validation users.*95% CI .*: mar \[[-+]\d", progress.getvalue())
     fitted_on = [json.loads(line)["user_id"] for line in validation_file(out, method).read_text().splitlines()]
     first_two = [c.user_id for c in prepare_cases(settings(users=4), load_dataset(BEAUTY), out)][:2]
     assert sorted(fitted_on) == sorted(first_two)
