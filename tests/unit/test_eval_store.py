@@ -111,3 +111,14 @@ def test_help_says_the_store_is_a_cache_shared_across_runs(capsys: pytest.Captur
     text = " ".join(capsys.readouterr().out.split())
     assert "--store URL" in text and "a cache shared across runs" in text
     assert "results do not depend on it" in text and "without passwords" in text
+
+
+def test_cli_notes_that_a_sqlite_store_keeps_cluster_workers_on_this_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"  # baselines only: no Ray starts, the run completes
+    argv = ["eval", "--dataset", str(SMALL), "--methods", "popularity", "--users", "2", "--negatives", "9"]
+    cli.main([*argv, "--n-boot", "0", "--no-plots", "--out", str(out), "--engine", "ray", "--address", "auto"])
+    err = capsys.readouterr().err
+    assert f"the SQLite store {out / 'store.sqlite'}" in err and "or use --store postgresql://" in err
+    assert read_stores(out) == []  # no m3rec method: no store opened, none recorded
