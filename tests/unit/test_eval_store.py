@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from m3rec_graph.cli import app as cli
+from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation import EvalSettings, parse_methods, read_stores, run_evaluation
 from m3rec_graph.evaluation.sharded import EvalEngine
 from m3rec_graph.scale.config import WorkerConfig
@@ -73,6 +74,14 @@ def test_store_reaches_the_sharded_workers(tmp_path: Path, local_workers: list[W
     evaluate(tmp_path / "run", scripted_models(), url, ray)
     assert [c.store_url for c in local_workers] == [url]
     assert not (tmp_path / "run" / "store.sqlite").exists()
+
+
+def test_an_unreachable_store_fails_before_any_model_call(tmp_path: Path) -> None:
+    models = scripted_models()
+    with pytest.raises(ConfigurationError, match="cannot reach the PostgreSQL store"):  # CLI exit code 2
+        evaluate(tmp_path / "run", models, "postgresql://m3rec@127.0.0.1:1/none")  # nothing listens on port 1
+    assert models.calls == []
+    assert read_stores(tmp_path / "run") == []
 
 
 def test_redacted_url_hides_passwords_only() -> None:
