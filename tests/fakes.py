@@ -5,6 +5,7 @@ concurrent MOTE/MAR tasks can be answered by content rather than by call order.
 """
 
 import json
+import os
 import re
 import time
 import zlib
@@ -216,5 +217,26 @@ def slow_scripted_models() -> ScriptedModels:
     def respond(stage: str, prompt: str) -> str | BaseException:
         time.sleep(0.05)
         return fast(stage, prompt)
+
+    return ScriptedModels(respond)
+
+
+def recording_scripted_models(log: str) -> ScriptedModels:
+    """`scripted_models` that also appends `PID<TAB>ITEM_ID` to the file `log` for each MOTE call.
+
+    For calls made in other processes (Ray workers): pass `functools.partial(recording_scripted_models,
+    path)` as the workers' factory, then read the file. One short `O_APPEND` write per line, so
+    lines from several processes never interleave.
+    """
+    answer = default_responder(lambda item_id: zlib.crc32(item_id.encode()) % 11)
+
+    def respond(stage: str, prompt: str) -> str | BaseException:
+        if stage == "mote":
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{os.getpid()}\t{item_id_in(prompt)}\n".encode())
+            finally:
+                os.close(fd)
+        return answer(stage, prompt)
 
     return ScriptedModels(respond)

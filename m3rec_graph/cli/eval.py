@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 from m3rec_graph.cli.parsing import SubParsers, add_command
+from m3rec_graph.cli.store_options import add_store_options, store_url
 from m3rec_graph.context import ABLATIONS
 from m3rec_graph.evaluation import (
     METHOD_KINDS,
     REPORT_FILE,
     RESULTS_JSON,
+    STORE_FILE,
     EvalSettings,
     EvaluationError,
     parse_methods,
@@ -20,6 +22,7 @@ from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING
 from m3rec_graph.evaluation.settings import PRIORS
 from m3rec_graph.evaluation.sharded import ENGINES, EvalEngine
 from m3rec_graph.llm.routing import PRESETS
+from m3rec_graph.storage.store import STORE_URL_ENV, sqlite_path, store_kind
 
 SHARED_DATA = Path("../shared/data/amazon")
 """Where `--dataset NAME` is looked up when NAME is not a directory."""
@@ -116,14 +119,25 @@ def add_eval_parser(sub: SubParsers) -> None:
         "--address",
         metavar="ADDR",
         help="with --engine ray, join this Ray cluster (e.g. auto); without it a local Ray"
-        " runtime runs for the eval. The workers open the run directory's store.sqlite:"
-        " keep them on this machine (SQLite is not safe over a network file system)",
+        " runtime runs for the eval. Every worker opens --store: workers on other machines"
+        " need --store postgresql://... (a SQLite file is not safe over a network file system)",
     )
     ev.add_argument(
         "--workers", type=int, default=1, metavar="N", help="Ray actors with --engine ray (default: 1)"
     )
     ev.add_argument(
         "--out", required=True, type=Path, help="run directory; rerunning the command resumes it"
+    )
+    add_store_options(
+        ev,
+        aliases=False,
+        store_help="where the m3rec methods cache item traits and shopper profiles, in this"
+        " process and in every Ray worker: sqlite:///PATH, postgresql://... (for workers on"
+        " other machines), or memory: (--engine local only); default: $"
+        f"{STORE_URL_ENV}, else the run directory's {STORE_FILE}. A store is a cache shared"
+        " across runs: trait namespaces name the MOTE model and prompt version, profile keys"
+        " the MOPE settings, so results do not depend on it (the run's store.json records it,"
+        " without passwords)",
     )
     ev.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of the 95%% CIs")
     ev.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
@@ -178,6 +192,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
     engine = EvalEngine(kind=args.engine, workers=args.workers, address=args.address)
     engine.validate()  # before the dataset loads
+    store = store_url(args, default=f"sqlite:///{args.out / STORE_FILE}")  # a bad URL: exit 2
+    if args.address and store_kind(store) == "sqlite":
+        print(
+            f"m3rec: note: the Ray workers open the SQLite store {sqlite_path(store)}: keep them"
+            " on this machine, or use --store postgresql://...",
+            file=sys.stderr,
+        )
     methods = parse_methods(args.methods)
     prompt_overrides = parse_prompt_files(args.prompt_file or [])
     langsmith = bool(args.langsmith)
@@ -199,6 +220,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         fit_users=args.fit_users,
         engine=engine,
         report_only=args.report_only,
+        store=store,
     )
     print(run.report)
     written = [REPORT_FILE, RESULTS_JSON, *run.plots]

@@ -5,12 +5,13 @@
 
 Modules: `settings` (what a run is: candidate settings, methods, slices), `store`
 (the run directory), `run_models` (the models each LLM method was
-scored with), `methods` (scoring one method on one slice), `progress`,
+scored with), `run_store` (the store its m3rec methods cache traits and profiles
+in), `methods` (scoring one method on one slice), `progress`,
 `report` (summaries, `report.md`, `results.json`, plots), `run` (the whole run) and
 `sharded` (`--engine ray`: the m3rec methods' users on Ray workers).
 """
 
-from m3rec_graph.evaluation.methods import SASREC_FILE, STORE_FILE, MethodEnv, Serving
+from m3rec_graph.evaluation.methods import SASREC_FILE, MethodEnv, Serving
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.report import (
     COLD_PLOT,
@@ -29,6 +30,7 @@ from m3rec_graph.evaluation.run_models import (
     read_method_models,
     resolved_models,
 )
+from m3rec_graph.evaluation.run_store import STORE_FILE, STORE_RECORD, read_stores
 from m3rec_graph.evaluation.settings import (
     FULL,
     METHOD_KINDS,
@@ -66,6 +68,7 @@ __all__ = [
     "SASREC_FILE",
     "SETTINGS_FILE",
     "STORE_FILE",
+    "STORE_RECORD",
     "EvalEngine",
     "EvalRun",
     "EvalSettings",
@@ -85,6 +88,7 @@ __all__ = [
     "read_cases",
     "read_method_models",
     "read_results",
+    "read_stores",
     "run_evaluation",
     "resolved_models",
     "run_lock",

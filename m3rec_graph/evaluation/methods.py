@@ -8,12 +8,13 @@ target is used only afterwards, to find its rank.
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.store.base import BaseStore
 
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.evaluation.baselines import (
@@ -44,11 +45,8 @@ from m3rec_graph.llm.factory import ChatModelFactory
 from m3rec_graph.llm.routing import context_for
 from m3rec_graph.prompts.loader import load_prompt
 from m3rec_graph.state import M3RecGraph, RecInput
-from m3rec_graph.storage.store import open_store
 from m3rec_graph.text.similarity import TfidfSimilarity
 
-STORE_FILE = "store.sqlite"
-"""The run directory's store (SQLite): item traits and exact-match shopper profiles."""
 SASREC_FILE = "sasrec.pt"
 
 Serving = Callable[[M3RecContext], AbstractContextManager[None]]
@@ -62,6 +60,8 @@ class MethodEnv:
     dataset: Dataset
     dataset_path: Path
     out_dir: Path
+    store_url: str
+    """The store of every m3rec method's graph and Ray worker (`run_store.run_store_url`)."""
     seed: int
     stream: TextIO
     chat_models: ChatModelFactory
@@ -296,18 +296,17 @@ def prompt_versions(ctx: M3RecContext) -> dict[str, str]:
     }
 
 
-def m3rec_graph_for(env: MethodEnv, stores: ExitStack, *, fused: bool = False) -> M3RecGraph:
-    """The graph every m3rec method of a run uses: one store per run directory, open until `stores` closes.
+def m3rec_graph_for(env: MethodEnv, store: BaseStore, *, fused: bool = False) -> M3RecGraph:
+    """The graph every m3rec method of a run uses, on the run's store (`env.store_url`, opened by the caller).
 
     Trait namespaces name the MOTE model and prompt version, and profile keys the
-    MOPE settings and ablation, so methods with other routings share the file
-    without sharing answers. Profile memory is exact-match only (the history
+    MOPE settings and ablation, so methods with other routings (and other runs)
+    share the store without sharing answers. Profile memory is exact-match only (the history
     window must be identical), so results never depend on the order users run in.
     With `fused` (a fused m3rec method runs), the fusion's `text` signal takes its idf
     from the dataset's catalogue, as the `text` baseline and `fusion:PRIOR+text` do
     (fitting it takes seconds on a full catalogue, so only then).
     """
-    store = stores.enter_context(open_store(f"sqlite:///{env.out_dir / STORE_FILE}"))
     corpus = TfidfSimilarity(env.dataset.items.values()) if fused else None
     return build_graph(chat_models=env.chat_models, store=store, text_corpus=corpus)
 

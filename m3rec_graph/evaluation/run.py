@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from langgraph.store.base import BaseStore
+
 from m3rec_graph._internal.atomic import atomic_write_text
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.baselines import Ranker
@@ -47,6 +49,7 @@ from m3rec_graph.evaluation.report import (
     write_plots,
 )
 from m3rec_graph.evaluation.run_models import check_and_record_models, resolved_models
+from m3rec_graph.evaluation.run_store import check_store_for_engine, record_store, run_store_url
 from m3rec_graph.evaluation.settings import (
     EvalSettings,
     EvalSlice,
@@ -67,6 +70,7 @@ from m3rec_graph.integrations.runner import serving
 from m3rec_graph.llm.factory import ChatModelFactory, openai_chat_model
 from m3rec_graph.prompts.loader import PromptName, load_prompt
 from m3rec_graph.state import M3RecGraph
+from m3rec_graph.storage.store import open_store
 
 HARNESS_PROMPTS = ("mope", "mote", "mar_listwise")
 """The stage prompts the harness's m3rec methods use (MAR runs listwise), so the ones `prompt_overrides` may replace."""
@@ -108,6 +112,7 @@ def run_evaluation(
     fit_users: int | None = None,
     engine: EvalEngine | None = None,
     report_only: bool = False,
+    store: str | None = None,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -144,10 +149,17 @@ def run_evaluation(
         report_only: Compute nothing: report the users that every one of `methods`
             has finished on every slice (an interrupted run's interim, paired figures;
             the report says how many of the run's users that is).
+        store: The store URL the m3rec methods cache item traits and shopper profiles
+            in, for the local graph and every Ray worker alike (`memory:`,
+            `sqlite:///PATH`, `postgresql://...`; None: `out_dir`'s store.sqlite). A
+            cache shared across runs, so results do not depend on it (`run_store`);
+            `store.json` records it, credentials redacted.
 
     Raises:
         EvaluationError: Bad settings or methods, a run directory that does not fit,
-            or one another process is running in.
+            or one another process is running in; `memory:` with a `ray` engine.
+        StoreURLError: A malformed `store` URL (a `ConfigurationError`).
+        ConfigurationError: The store cannot be opened (checked before any model call).
         MethodModelsChangedError: An m3rec method of `out_dir` now resolves to other
             models than its results were made with (see `run_models`; also an
             `EvaluationError` and a `ConfigurationError`).
@@ -168,6 +180,8 @@ def run_evaluation(
     engine.validate()
     if langsmith and engine.kind == "ray":
         raise EvaluationError("--langsmith runs its experiments in this process: not with --engine ray")
+    store_url = run_store_url(out_dir, store)
+    check_store_for_engine(store_url, engine.kind)
     overrides = _checked_prompt_overrides(prompt_overrides or {})
     fusion_config = _checked_fusion(fusion)
     slices = slices_for(cold_start)
@@ -178,6 +192,7 @@ def run_evaluation(
             dataset=dataset,
             dataset_path=settings.dataset,
             out_dir=out_dir,
+            store_url=store_url,
             seed=settings.seed,
             stream=progress if progress is not None else sys.stderr,
             chat_models=chat_models,
@@ -288,12 +303,19 @@ def _score(
     graph: M3RecGraph | None = None
     fused = any(s.kind == "m3rec" and s.fused for s in methods)
 
+    store: BaseStore | None = None
+
     def local_graph() -> M3RecGraph:
         nonlocal graph
-        graph = graph or m3rec_graph_for(env, stores, fused=fused)
+        assert store is not None  # opened below whenever an m3rec method is listed
+        graph = graph or m3rec_graph_for(env, store, fused=fused)
         return graph
 
     with ExitStack() as stores, results_path.open("a", encoding="utf-8") as handle:
+        if llm_methods:
+            # Opened before anything runs, so an unreachable store fails before any model call.
+            store = stores.enter_context(open_store(env.store_url))
+            record_store(env.out_dir, env.store_url)
         sharded = ShardedUsers(env, engine, fused=fused) if engine.kind == "ray" else None
         if sharded is not None:
             stores.callback(sharded.close)

@@ -11,10 +11,11 @@ context. The driver (this process) keeps what `run_m3rec` keeps in one process:
 * the progress line, the priors of fused methods (sent with each request, as
   `with_priors` does locally) and the fusion config (fitted on validation in this
   process: `fused_graph_config` runs the validation pass on the driver's own graph);
-* one store per run directory: the workers open the run's `store.sqlite` (several
-  processes may write one SQLite file: tests/unit/test_langgraph_stores.py), so they
-  run on this machine only (a cluster joined with `--address` must keep them here:
-  SQLite is not safe over a network file system).
+* one store for the run, the driver's graph's and every worker's: `--store URL`
+  (`env.store_url`), by default the run directory's `store.sqlite` (several processes
+  may write one SQLite file: tests/unit/test_langgraph_stores.py, so workers on this
+  machine share it; SQLite is not safe over a network file system, so a cluster joined
+  with `--address` on other machines needs `--store postgresql://...`).
 
 Before a pass's users are sharded, a MOTE pre-pass encodes the pass's distinct
 candidate items the store does not have yet, each on one worker (`item_shards`), so
@@ -35,7 +36,6 @@ from pydantic import TypeAdapter
 
 from m3rec_graph.evaluation.datasets import EvalCase, load_dataset
 from m3rec_graph.evaluation.methods import (
-    STORE_FILE,
     MethodEnv,
     m3rec_context,
     m3rec_record,
@@ -99,10 +99,10 @@ def catalogue_corpus(dataset_path: str) -> TfidfSimilarity:
 
 
 def worker_config(env: MethodEnv, choice: EvalEngine, *, fused: bool) -> WorkerConfig:
-    """The config every worker of an evaluation is built from: the run directory's store, its corpus."""
+    """The config every worker of an evaluation is built from: the run's store, its corpus."""
     corpus = functools.partial(catalogue_corpus, str(env.dataset_path.resolve())) if fused else None
     return WorkerConfig(
-        store_url=f"sqlite:///{(env.out_dir / STORE_FILE).resolve()}",
+        store_url=env.store_url,
         concurrency=env.concurrency,
         endpoint=Endpoint(api_key=os.environ.get("OPENAI_API_KEY") or None),
         chat_models=choice.worker_chat_models,

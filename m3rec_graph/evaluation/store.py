@@ -15,6 +15,9 @@ A run lives in one directory, used by one process at a time:
 * `models.json`: the model (and reasoning effort) of every stage of each m3rec
   method, as resolved when it first ran, so a preset that now routes elsewhere is
   refused instead of mixing models under one method name (see `run_models`).
+* `store.json`: the stores its m3rec methods cached traits and profiles in
+  (`--store`, by default the directory's own `store.sqlite`; see `run_store`), with
+  credentials redacted. Not a setting: a store is a cache shared across runs.
 * `run.lock`: held (an exclusive `flock`) for the whole run, so a second process on
   the same directory is refused instead of recomputing and appending the same
   lines. The kernel drops the lock when its process dies, even by SIGKILL, so a

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langgraph.store.base import BaseStore, Op, Result, TTLConfig
 from langgraph.store.memory import InMemoryStore
@@ -64,6 +64,29 @@ def store_kind(url: str) -> str:
     raise StoreURLError(
         f"unknown store URL {url!r}: use memory:, sqlite:///PATH or postgresql://..."
     )
+
+
+def redacted_url(url: str) -> str:
+    """Return `url` with its credentials replaced by `***`, for logs and run records.
+
+    A PostgreSQL URL may carry a password in its user part (`user:PASSWORD@host`) and,
+    as libpq allows, in its query (`?password=...`, `?sslpassword=...`): both are hidden.
+    Other URLs are returned as given.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return url
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if "password" in k.lower() else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @contextmanager

@@ -7,7 +7,9 @@ processes (`tests.fakes.scripted_models`, pickled by reference), so rankings are
 function of the request: MAR scores hash the item id.
 """
 
+import functools
 import io
+import json
 import os
 import signal
 import subprocess
@@ -19,13 +21,22 @@ from typing import Any
 
 import pytest
 
-from m3rec_graph.evaluation import EvalRun, EvalSettings, parse_methods, run_evaluation, sharded
+from m3rec_graph.evaluation import (
+    EvalRun,
+    EvalSettings,
+    parse_methods,
+    read_stores,
+    run_evaluation,
+    sharded,
+)
 from m3rec_graph.evaluation.sharded import EvalEngine
 from m3rec_graph.evaluation.store import append_result
 from m3rec_graph.scale.engine import EngineError
 from m3rec_graph.scale.ray_engine import RayEngine
+from m3rec_graph.storage.memory import ROOT as STORE_ROOT
+from m3rec_graph.storage.store import open_store
 from tests.eval_ray_driver import METHODS as DRIVER_METHODS
-from tests.fakes import scripted_models, slow_scripted_models
+from tests.fakes import recording_scripted_models, scripted_models, slow_scripted_models
 from tests.unit.test_eval_engine import SMALL, comparable, outcome, results, served
 
 ray = pytest.importorskip("ray")
@@ -82,6 +93,40 @@ def test_two_ray_workers_on_beauty_give_the_local_engines_results(ray_runtime: N
     assert metrics(on_ray) == metrics(local)  # and so the metrics and their bootstrap CIs
     # The pre-pass encoded every item before the shoppers ran (see USAGE_COLUMNS for the cost).
     assert all(r["memory"]["traits_miss"] == 0 for k, r in by_ray.items() if k[0].startswith("m3rec"))
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not BEAUTY.is_dir(), reason="needs ../shared/data/amazon/beauty")
+def test_two_ray_workers_on_one_postgres_store_encode_each_item_once(
+    ray_runtime: None, postgres_url: str, tmp_path: Path
+) -> None:
+    """`m3rec eval --engine ray --workers 2 --store postgresql://...` against the local engine's default SQLite store."""
+    methods = "popularity,m3rec:hybrid"
+    local = evaluate(tmp_path / "local", BEAUTY, methods, 4, concurrency=2)
+    log = tmp_path / "mote-calls.tsv"  # every worker's MOTE calls, one line each
+    workers = EvalEngine(kind="ray", workers=2, worker_chat_models=functools.partial(recording_scripted_models, str(log)))
+    # With a password in the URL (trust auth ignores it), so that store.json shows it redacted.
+    url = postgres_url.replace("postgresql://m3rec@", "postgresql://m3rec:not-a-secret@")
+    on_ray = evaluate(tmp_path / "ray", BEAUTY, methods, 4, workers, concurrency=2, store=url)
+    by_local, by_ray = results(tmp_path / "local"), results(tmp_path / "ray")
+    assert len(by_local) == 2 * 2 * 4 and set(by_ray) == set(by_local)
+    for key, line in by_local.items():
+        assert comparable(by_ray[key]) == comparable(line), key
+    assert metrics(on_ray) == metrics(local)
+
+    # The store was fresh: every distinct candidate item of the run was uncached. The two
+    # workers together called MOTE once per item, each item on one of them (the pre-pass),
+    # and no shopper called it again (the cold slice shows the same items: all stored).
+    calls = [line.split("\t") for line in log.read_text(encoding="utf-8").splitlines()]
+    candidates = (tmp_path / "ray" / "candidates.jsonl").read_text(encoding="utf-8").splitlines()
+    distinct = {item for line in candidates for item in json.loads(line)["candidates"]}
+    assert sorted(item for _, item in calls) == sorted(distinct)
+    assert len({pid for pid, _ in calls}) == 2  # both workers encoded a share
+    assert all(r["stages"].get("mote", {"calls": 0})["calls"] == 0 for k, r in by_ray.items() if k[0] != "popularity")
+    with open_store(postgres_url) as store:  # the traits are in the shared store, not the run directory
+        assert len(store.search((STORE_ROOT, "traits"), limit=1000)) == len(distinct)
+    assert not (tmp_path / "ray" / "store.sqlite").exists()
+    assert read_stores(tmp_path / "ray") == [url.replace(":not-a-secret@", ":***@")]
 
 
 def test_a_ray_worker_killed_mid_eval_loses_nothing_and_a_rerun_completes(
