@@ -18,7 +18,7 @@ from m3rec_graph.contracts.schemas import Item
 from m3rec_graph.fusion import FusionConfig
 from m3rec_graph.integrations.runner import flush_traces, serving
 from m3rec_graph.llm.routing import default_preset
-from m3rec_graph.stages.fuse import fusion_config, fusion_setting
+from m3rec_graph.stages.fuse import fusion_config, fusion_setting, needs_motivations, runs_mar
 from m3rec_graph.state import M3RecGraph, RecInput
 from m3rec_graph.text.item_text import clean_text, item_text
 
@@ -84,6 +84,12 @@ def run_demo(graph: M3RecGraph, ctx: M3RecContext, *, users: int = 3) -> None:
         f"(MOPE {ctx.mope_model.name}, MOTE {ctx.mote_model.name}, MAR {ctx.mar_model.name}); "
         f"fusion {fused}"
     )
+    skipped = [name for name, runs in (("MOPE and MOTE", needs_motivations(ctx)), ("MAR", runs_mar(ctx))) if not runs]
+    if skipped:  # zero-weight signals cost nothing: say which stages that leaves out
+        print(
+            f"  these weights leave {' and '.join(skipped)} out (their signals have weight 0);"
+            " `m3rec demo --fusion off` runs MOPE -> MOTE -> MAR and ranks by MAR's score"
+        )
 
     async def run_all() -> list[int]:
         # One event loop for all users: HTTP clients are bound to the loop that opened them.

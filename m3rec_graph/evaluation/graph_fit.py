@@ -17,6 +17,14 @@ prior are computed here, as for `fusion:PRIOR+text` (`fusion_method.case_signals
 A case whose MAR did not score every candidate (a failed MAR chunk) has no `mar`
 part; it is left out of the fit and counted.
 
+Signal selection: the fit first takes a 95% bootstrap interval of each logistic
+weight over the validation users (`fusion.fit.weight_intervals`). A signal whose
+interval contains 0 gets weight 0 and the others are refit (`SELECTION_RULE`): a
+fit on a few dozen LLM-run users otherwise hands a large weight to a signal that
+varied in one user (on the offline model, MAR scores all candidates alike for
+almost every user). A signal at weight 0 costs nothing at serving time: the stage
+that only feeds it does not run.
+
 The fitted config is written to `fusion-METHOD.json` next to the results, and each
 result line of the method records its version.
 """
@@ -24,6 +32,7 @@ result line of the method records its version.
 import asyncio
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,6 +59,7 @@ from m3rec_graph.fusion.fit import (
     FitError,
     fit_weights,
     fitted_config,
+    supported_signals,
     weight_intervals,
 )
 from m3rec_graph.state import M3RecGraph, RecInput
@@ -58,6 +68,11 @@ from m3rec_graph.text.similarity import TfidfSimilarity
 PROBE = FusionConfig(weights={"mar": 1.0, "overlap": 1.0})
 """The config validation cases run under: it makes the graph compute (and report) both LLM signals."""
 GRAPH_SIGNALS: tuple[Signal, ...] = ("mar", "overlap")
+SELECTION_RULE = (
+    "weight 0 for each signal whose 95% bootstrap interval over validation users contains 0;"
+    " the others refit by logistic regression (all kept if none excludes 0)"
+)
+"""How a graph fit picks its signals, recorded in each fitted config."""
 VALIDATION_SLICE = "validation"
 
 
@@ -168,10 +183,16 @@ def fit_graph_signals(
         raise EvaluationError(f"{spec.key}: no validation case has a MAR score for every candidate")
     groups = fit_groups(used, values)
     try:
-        result = fit_weights(groups, names, DEFAULT_FIT)
         intervals = weight_intervals(groups, names, seed=cast(int, metadata.get("seed", 0)))
+        # A few dozen LLM-run users: a signal that varies in one of them can take a large
+        # weight whose sign the cases cannot tell. Only signals whose interval excludes 0
+        # keep a weight (refit without the others); if none does, the plain fit stands.
+        kept = supported_signals(intervals) or names
+        result = fit_weights(groups, kept, DEFAULT_FIT)
     except FitError as exc:
         raise EvaluationError(f"fusion fit: {exc}") from None
+    dropped = [s for s in names if s not in kept]
+    result = replace(result, weights={s: result.weights.get(s, 0.0) for s in names})
     config = fitted_config(
         result,
         sampling=sampling,
@@ -179,8 +200,9 @@ def fit_graph_signals(
             **metadata,
             "users": len(used),
             "method_key": spec.key,
-            # a few dozen LLM-run users: say how sure each weight is (bootstrap over users)
             "weight_ci95": {s: list(interval) for s, interval in intervals.items()},
+            "selection": SELECTION_RULE,
+            "dropped": dropped,
         },
     )
     return config, len(cases) - len(used)
@@ -240,12 +262,13 @@ def fit_fused_graph_method(
         },
     )
     config.dump(fitted_config_file(out_dir, spec.key))
-    cost = [line.get("cost_usd") for line in lines.values()]
+    cost = [lines[case.user_id].get("cost_usd") for case in cases]  # the fit's users only
     spent = "unknown" if any(c is None for c in cost) else f"${sum(cast(list[float], cost)):.4f}"
     print(
         f"{spec.key}: fitted on {len(cases) - left_out} validation users"
         f" ({left_out} left out: MAR did not score every candidate; validation LLM cost {spent}):"
-        f" {describe_weights(config)}; 95% CI of each weight (bootstrap over users): {describe_intervals(config)}",
+        f" {describe_weights(config)}; 95% CI of each weight (bootstrap over users): {describe_intervals(config)}"
+        f"; weight 0 (interval contains 0): {', '.join(cast(list[str], config.fitted['dropped'])) or 'none'}",
         file=stream,
         flush=True,
     )

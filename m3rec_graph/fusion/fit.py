@@ -222,6 +222,11 @@ def weight_intervals(
     return out
 
 
+def supported_signals(intervals: Mapping[Signal, tuple[float, float]]) -> list[Signal]:
+    """The signals whose interval (from `weight_intervals`) excludes 0: the cases decide their sign."""
+    return [s for s, (low, high) in intervals.items() if low > 0 or high < 0]
+
+
 def fitted_config(
     result: FitResult, *, sampling: str, metadata: Mapping[str, object]
 ) -> FusionConfig:

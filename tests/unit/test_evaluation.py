@@ -640,7 +640,11 @@ def test_a_fused_graph_method_without_a_file_fits_mar_on_validation_and_resumes(
     assert config.fitted is not None and config.fitted["users"] == 4 and config.sampling == "uniform"
     intervals = config.fitted["weight_ci95"]  # how sure each weight is, over the few LLM-run users
     assert isinstance(intervals, dict) and set(intervals) == set(config.weights)
-    assert all(lo <= config.weights[s] <= hi for s, (lo, hi) in intervals.items())
+    for signal, (low, high) in intervals.items():  # a weight survives only where its sign is clear
+        if signal in config.fitted["dropped"]:
+            assert low <= 0 <= high and config.weights[signal] == 0
+        else:
+            assert (low > 0 and config.weights[signal] > 0) or (high < 0 and config.weights[signal] < 0)
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["fusion"]["version"] for r in results} == {config.version}
     # the validation requests are the validation cases (second-last item), never a test case
@@ -713,3 +717,27 @@ def test_report_only_reports_the_users_every_method_finished_and_computes_nothin
     assert len(interim.cases) == 3 and "the 3 of the run's 4 users" in interim.report
     assert all(r.users == 3 for reports in interim.reports.values() for r in reports)
     assert (out / RESULTS_FILE).read_text().splitlines() == kept  # nothing appended
+
+
+def test_a_fit_drops_signals_it_cannot_sign_and_the_test_pass_then_skips_their_stages(tmp_path: Path) -> None:
+    """MAR scoring every candidate alike (as the offline model mostly does) gets weight 0, so MAR never runs on test.
+
+    The scripted MOTE gives every item the same traits, so `overlap` is constant too:
+    only `text` keeps a weight, and the test pass makes no LLM call at all.
+    """
+    from m3rec_graph.evaluation.graph_fit import fitted_config_file
+    from m3rec_graph.fusion import FusionConfig
+
+    method = "m3rec:hybrid:fused"
+    out = tmp_path / "run"
+    models = ScriptedModels(default_responder(score_of=lambda _: 5))
+    run_evaluation(
+        settings(users=4), parse_methods(method), out, chat_models=models, serve=Served([]),
+        progress=io.StringIO(), n_boot=0, plots=False,
+    )  # fmt: skip
+    config = FusionConfig.model_validate_json(fitted_config_file(out, method).read_text())
+    assert config.active() == ("text",) and config.fitted["dropped"] == ["mar", "overlap"]
+    assert config.fitted["weight_ci95"]["mar"] == [0.0, 0.0]
+    assert len(models.stage_calls("mar")) == 4  # one listwise chunk per validation user, none on test
+    tested = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
+    assert len(tested) == 4 and all(r["llm_calls"] == 0 for r in tested)

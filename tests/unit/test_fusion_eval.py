@@ -13,7 +13,13 @@ from m3rec_graph.evaluation.fusion_method import FusionSamplingMismatchError
 from m3rec_graph.evaluation.settings import MethodSpec, parse_methods
 from m3rec_graph.evaluation.validation import SplitOverlapError, validation_cases
 from m3rec_graph.fusion import FusionConfig
-from m3rec_graph.fusion.fit import FitError, FitGroup, fit_weights, weight_intervals
+from m3rec_graph.fusion.fit import (
+    FitError,
+    FitGroup,
+    fit_weights,
+    supported_signals,
+    weight_intervals,
+)
 
 ROOT = Path(__file__).parents[2]
 BEAUTY = ROOT / "tests" / "fixtures" / "beauty_small"
@@ -106,6 +112,7 @@ def test_weight_intervals_bracket_known_signs_and_pin_a_constant_signal_at_zero(
     assert 0 < intervals["prior"][0] <= intervals["prior"][1]
     assert intervals["text"][0] <= intervals["text"][1] < 0
     assert weight_intervals(groups, ["mar", "text", "prior"], n_boot=60) == intervals  # seeded
+    assert supported_signals(intervals) == ["text", "prior"]  # mar's interval is [0, 0]
 
 
 def test_fit_refuses_bad_groups() -> None:
