@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -641,7 +641,7 @@ def test_a_fused_graph_method_without_a_file_fits_mar_on_validation_and_resumes(
     intervals = config.fitted["weight_ci95"]  # how sure each weight is, over the few LLM-run users
     assert isinstance(intervals, dict) and set(intervals) == set(config.weights)
     for signal, (low, high) in intervals.items():  # a weight survives only where its sign is clear
-        if signal in config.fitted["dropped"]:
+        if signal in cast(list[str], config.fitted["dropped"]):
             assert low <= 0 <= high and config.weights[signal] == 0
         else:
             assert (low > 0 and config.weights[signal] > 0) or (high < 0 and config.weights[signal] < 0)
@@ -737,7 +737,7 @@ def test_a_fit_drops_signals_it_cannot_sign_and_the_test_pass_then_skips_their_s
     )  # fmt: skip
     config = FusionConfig.model_validate_json(fitted_config_file(out, method).read_text())
     assert config.active() == ("text",) and config.fitted["dropped"] == ["mar", "overlap"]
-    assert config.fitted["weight_ci95"]["mar"] == [0.0, 0.0]
+    assert cast(dict[str, list[float]], config.fitted["weight_ci95"])["mar"] == [0.0, 0.0]
     assert len(models.stage_calls("mar")) == 4  # one listwise chunk per validation user, none on test
     tested = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
     assert len(tested) == 4 and all(r["llm_calls"] == 0 for r in tested)
