@@ -1,8 +1,10 @@
 """An instant (or fixed-latency) fake chat model for the benchmarks.
 
 It answers every stage with valid JSON read off the prompt, the way a well-behaved
-provider would, so a benchmark measures the graph and not the model. It does not
-import from `tests/`: the benchmarks must run from an installed checkout.
+provider would, so a benchmark measures the graph and not the model. It needs nothing
+from `tests/`. The benchmarks that need an HTTP provider double (`rate_limits`, `soak`,
+`scale`, `serving_latency`) start the test suite's own servers (`tests/fault_server.py`,
+`tests/latency_server.py`), so they run from a checkout, not from an installed wheel.
 
 `latency_s > 0` makes each async call `await asyncio.sleep(latency_s)`, which is
 how the concurrency benchmark stands in for network latency without using CPU.
