@@ -741,3 +741,15 @@ def test_a_fit_drops_signals_it_cannot_sign_and_the_test_pass_then_skips_their_s
     assert len(models.stage_calls("mar")) == 4  # one listwise chunk per validation user, none on test
     tested = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
     assert len(tested) == 4 and all(r["llm_calls"] == 0 for r in tested)
+
+
+def test_fusion_takes_a_shipped_configs_name(tmp_path: Path) -> None:
+    """`m3rec eval --fusion default` (or `local`) reads the shipped config, as `--fusion` does everywhere."""
+    from m3rec_graph.fusion import DEFAULT_FUSION_PATH, load_fusion_config
+
+    run_evaluation(
+        settings(users=2), parse_methods("m3rec:hybrid:fused"), tmp_path / "run", chat_models=fake_models(),
+        serve=Served([]), progress=io.StringIO(), n_boot=0, plots=False, fusion=Path("default"),
+    )  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "run" / RESULTS_FILE).read_text().splitlines()]
+    assert {r["fusion"]["version"] for r in lines} == {load_fusion_config(DEFAULT_FUSION_PATH).version}
