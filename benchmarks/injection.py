@@ -114,7 +114,7 @@ async def _run(request: RecInput, item_id: str, ctx: M3RecContext) -> RunResult:
 
 async def run_cases(cases: list[dict[str, Any]], n: int, seed: int) -> list[CaseResult]:
     """Run each case clean and injected, in one event loop (HTTP clients are bound to it)."""
-    ctx = context_for("local", seed=seed)
+    ctx = context_for("local", seed=seed, fusion="off")  # the LLM stages are under test
     results = []
     for case in cases:
         candidates = case["candidates"][:n]

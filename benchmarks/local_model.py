@@ -54,7 +54,7 @@ def _rss_mb(pid: int) -> float:
 
 async def _recommend(requests: list[RecInput], cache: SqliteTraitCache) -> list[tuple[float, int, int]]:
     graph = build_graph(trait_cache=cache)
-    ctx = context_for("local")
+    ctx = context_for("local", fusion="off")  # the LLM pipeline itself, not the fused default
     results = []
     for request in requests:
         started = time.perf_counter()

@@ -96,7 +96,7 @@ FUSION_OFF = "off"
 SHIPPED_FUSION: Mapping[str, Path] = {DEFAULT_FUSION: DEFAULT_FUSION_PATH, LOCAL_FUSION: LOCAL_FUSION_PATH}
 """Names that stand for a shipped config wherever a config path is taken."""
 
-PRESET_FUSION: Mapping[str, str] = {}
+PRESET_FUSION: Mapping[str, str] = {"local": LOCAL_FUSION}
 """Routing preset -> the shipped config it fuses with when `M3RecContext.fusion` is unset.
 
 Only the offline `local` preset has one: its MAR signal alone ranks near chance

@@ -1,7 +1,9 @@
 """The whole graph against the real offline model (SmolLM2-135M behind llama.cpp's server).
 
 These check structure, not quality: the 135M model ranks near chance
-(docs/local-model.md), so no metric threshold is asserted.
+(docs/local-model.md), so no metric threshold is asserted. Every run asks for
+`fusion="off"`: the offline preset's default fusion weighs text similarity only and makes
+no model call (tests/unit/test_fuse_stage.py), and these tests are about the model's path.
 """
 
 import json
@@ -37,7 +39,7 @@ async def test_one_recommendation_end_to_end(local_url: str, tmp_path: Path) -> 
     case = load_cases()[0]
     request = _request(case, 8)
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    ctx = context_for("local")
+    ctx = context_for("local", fusion="off")
     with open_store(url) as store:
         graph = build_graph(store=store)
         out: dict[str, Any] = await graph.ainvoke(request, context=ctx)  # type: ignore[call-overload]
@@ -59,7 +61,7 @@ async def test_one_recommendation_end_to_end(local_url: str, tmp_path: Path) -> 
     path.write_text(json.dumps(request))
     done = subprocess.run(
         [sys.executable, "-m", "m3rec_graph.cli", "recommend", "--request", str(path),
-         "--routing", "local", "--store", url, "--k", "3"],
+         "--routing", "local", "--fusion", "off", "--store", url, "--k", "3"],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -83,7 +85,7 @@ async def test_mar_scores_twenty_candidates_validly(local_url: str) -> None:
         "mode": "listwise",
     }
     mar = build_mar_graph(openai_chat_model)
-    out: dict[str, Any] = await mar.ainvoke(task, context=context_for("local"))
+    out: dict[str, Any] = await mar.ainvoke(task, context=context_for("local", fusion="off"))
     assert out["degraded"] == [], out["degraded"]  # valid directly or after re-asks
     assert sorted(out["scores"]) == sorted(item.item_id for item in items)
     assert all(s.source == "llm" for s in out["scores"].values())
@@ -93,8 +95,8 @@ async def test_second_run_hits_the_stored_traits(local_url: str) -> None:
     case = load_cases()[1]
     request = _request(case, 4)
     graph = build_graph(store=InMemoryStore())
-    first: dict[str, Any] = await graph.ainvoke(request, context=context_for("local"))  # type: ignore[call-overload]
-    second: dict[str, Any] = await graph.ainvoke(request, context=context_for("local"))  # type: ignore[call-overload]
+    first: dict[str, Any] = await graph.ainvoke(request, context=context_for("local", fusion="off"))  # type: ignore[call-overload]
+    second: dict[str, Any] = await graph.ainvoke(request, context=context_for("local", fusion="off"))  # type: ignore[call-overload]
     cached = 4 - sum(d["stage"] == "mote" for d in first["degraded"])
     assert second["usage"].stages["mote"].calls == 4 - cached
 

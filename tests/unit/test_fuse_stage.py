@@ -317,3 +317,33 @@ async def test_the_trace_records_the_fusion_config_version() -> None:
     assert fusion_runs[0]["m3rec_fusion_version"] == config.version
     assert fusion_runs[0]["m3rec_fusion_sampling"] == "uniform"
     assert fusion_runs[0]["langgraph_node"] == "fuse"
+
+
+# --- the offline preset's default fusion -------------------------------------------------------
+
+async def test_the_local_preset_fuses_with_the_shipped_local_weights_unless_switched_off() -> None:
+    """`fusion` unset on the offline preset: the shipped `local` config, fit on validation users."""
+    from m3rec_graph.fusion import LOCAL_FUSION_PATH
+
+    local = load_fusion_config(LOCAL_FUSION_PATH)
+    assert local.fitted["method"] == "logistic" and local.sampling == "uniform"
+    out, models = await run(REQUEST, context_for("local", mar_chunk_size=10))
+    assert out["fusion"] is not None and out["fusion"]["version"] == local.version
+    assert all(r.fused_score is not None for r in out["ranking"])
+    # a stage that only feeds zero-weight signals does not run
+    assert stage_counts(models) == {
+        "mope": int(local.weights.get("overlap", 0) != 0 or local.weights.get("mar", 0) != 0),
+        "mote": 5 * int(local.weights.get("overlap", 0) != 0 or local.weights.get("mar", 0) != 0),
+        "mar": int(local.weights.get("mar", 0) != 0),
+    }
+    off, off_models = await run(REQUEST, context_for("local", mar_chunk_size=10, fusion="off"))
+    assert off["fusion"] is None and all(r.fused_score is None for r in off["ranking"])
+    assert stage_counts(off_models) == {"mope": 1, "mote": 5, "mar": 1}
+
+
+async def test_a_preset_default_fusion_needs_the_presets_own_models() -> None:
+    """Weights fit on the local model's signals do not carry over to another MAR, nor to the OpenAI presets."""
+    overridden, _ = await run(REQUEST, context_for("local", {"mar": "gpt-6-sol"}, mar_chunk_size=10))
+    assert overridden["fusion"] is None
+    hybrid, _ = await run(REQUEST, ctx())
+    assert hybrid["fusion"] is None

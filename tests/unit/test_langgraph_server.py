@@ -35,6 +35,7 @@ from m3rec_graph import InMemoryTraitCache, build_graph
 from m3rec_graph.contracts.request import item_dict
 from m3rec_graph.errors import ConfigurationError
 from m3rec_graph.evaluation.datasets import load_dataset
+from m3rec_graph.fusion import LOCAL_FUSION_PATH, load_fusion_config
 from m3rec_graph.integrations.embed import CHECKPOINT_TYPES
 from m3rec_graph.llm.routing import LOCAL_MODEL_NAME, RemoteContext, context_for
 from m3rec_graph.state import RecInput
@@ -139,8 +140,11 @@ for _name in ("load_verify_locations", "set_default_verify_paths"):
 @pytest.mark.parametrize(
     ("context", "models_used"),
     [
-        (None, {LOCAL_MODEL_NAME}),  # no context: the default routing (no key -> local)
-        ({}, {LOCAL_MODEL_NAME}),  # what the server passes when the caller sends none
+        # no context: the default routing (no key -> local), whose default fusion weighs
+        # text similarity only (m3rec_graph/fusion/local.json): no stage calls the model
+        (None, set()),
+        ({}, set()),  # what the server passes when the caller sends none
+        ({"fusion": "off"}, {LOCAL_MODEL_NAME}),  # the local preset's own LLM path
         ({"routing": "hybrid", "models": {"mar": "gpt-6-sol"}}, {"gpt-6-luna", "gpt-6-sol"}),
         (RemoteContext(routing="gpt-4o"), {"gpt-4o"}),
         (context_for("gpt-6.1-sol"), {"gpt-6.1-sol"}),  # an M3RecContext from Python still works
@@ -152,6 +156,8 @@ async def test_served_graph_takes_json_contexts(context: Any, models_used: set[s
     out = await graph.ainvoke(cast(RecInput, REQUEST), context=context)
     assert len(out["ranking"]) == len(CANDIDATES)
     assert {name for name, _, _ in models.calls} == models_used
+    if not models_used:  # the offline preset's fused default ranked
+        assert out["fusion"]["version"] == load_fusion_config(LOCAL_FUSION_PATH).version
 
 
 async def test_served_graph_rejects_a_bad_remote_context() -> None:
@@ -355,7 +361,7 @@ async def test_langgraph_dev_round_trip(langgraph_dev: tuple[str, Path], fake_ll
     out = await builder.compile().ainvoke(cast(HostState, REQUEST))
     ranking = out["ranking"]
     assert sorted(r["item_id"] for r in ranking) == sorted(c["item_id"] for c in CANDIDATES)
-    assert out["fusion"]["signals"] == ["text"]
+    assert all(set(r["score_parts"]) == {"text"} for r in ranking)  # the host state keeps the ranking only
     fused = [r["fused_score"] for r in ranking]
     assert fused == sorted(fused, reverse=True)
     second = fake_llm.counts()
