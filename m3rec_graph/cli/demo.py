@@ -84,7 +84,7 @@ def run_demo(graph: M3RecGraph, ctx: M3RecContext, *, users: int = 3) -> None:
         f"(MOPE {ctx.mope_model.name}, MOTE {ctx.mote_model.name}, MAR {ctx.mar_model.name}); "
         f"fusion {fused}"
     )
-    skipped = [name for name, runs in (("MOPE and MOTE", needs_motivations(ctx)), ("MAR", runs_mar(ctx))) if not runs]
+    skipped = [name for name, runs in (("MOPE, MOTE", needs_motivations(ctx)), ("MAR", runs_mar(ctx))) if not runs]
     if skipped:  # zero-weight signals cost nothing: say which stages that leaves out
         print(
             f"  these weights leave {' and '.join(skipped)} out (their signals have weight 0);"
