@@ -7,17 +7,28 @@ The users and test candidates are drawn exactly as `m3rec eval` draws them with 
 same `--users --negatives --seed --sampling`, and the fit uses only their validation
 cases (second-last item, own negatives, disjoint from the test candidates), so a
 config fit here and one fit by `m3rec eval` on the same settings are the same file.
+
+The graph's own signals (`mar`, `overlap`) need an LLM run on the validation cases,
+which `m3rec eval --methods m3rec[:PRESET]:fused --fit-users N` does (resumably) and
+records in its run directory. `--from-runs` pools those recorded signals of several
+runs, e.g. one per dataset, into one fit, without another LLM call:
+
+    m3rec fit-fusion --from-runs runs/local-fused-beauty runs/local-fused-sports \
+        --method m3rec:local:fused --out local.json
 """
 
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 from m3rec_graph.cli.eval import resolve_dataset
 from m3rec_graph.cli.parsing import SubParsers, add_command
 from m3rec_graph.evaluation import EvalSettings, EvaluationError
 from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING, build_requests, load_dataset
 from m3rec_graph.evaluation.fusion_method import describe_weights, fit_on_validation, print_fit
+from m3rec_graph.evaluation.graph_fit import describe_intervals
+from m3rec_graph.evaluation.pooled_fit import fit_pooled_runs
 from m3rec_graph.evaluation.priors import prior_scorer
 from m3rec_graph.evaluation.settings import PRIORS, Prior
 from m3rec_graph.fusion.config import SIGNALS, Signal
@@ -72,11 +83,24 @@ def add_fit_fusion_parser(sub: SubParsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    fit.add_argument(
-        "--dataset", required=True, help="dataset directory, or a name under ../shared/data/amazon"
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--dataset", help="dataset directory, or a name under ../shared/data/amazon"
     )
-    fit.add_argument("--prior", required=True, choices=PRIORS, help="the candidate prior to fuse")
-    fit.add_argument("--signals", required=True, help="comma-separated, from text and prior")
+    source.add_argument(
+        "--from-runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="pool the validation signals `m3rec eval` recorded for --method in these run directories",
+    )
+    fit.add_argument("--method", help="with --from-runs: the fused method, e.g. m3rec:local:fused")
+    fit.add_argument(
+        "--prior", choices=PRIORS, help="with --dataset (required): the candidate prior to fuse"
+    )
+    fit.add_argument(
+        "--signals", help="with --dataset (required): comma-separated, from text and prior"
+    )
     fit.add_argument("--out", required=True, type=Path, help="the fusion config file to write")
     fit.add_argument(
         "--users", type=int, default=1000, help="users to sample with --seed (all if fewer)"
@@ -102,6 +126,15 @@ def add_fit_fusion_parser(sub: SubParsers) -> None:
 
 def cmd_fit_fusion(args: argparse.Namespace) -> None:
     """Fit the weights, write the config and print its validation metrics."""
+    if args.out.is_dir():
+        raise EvaluationError(f"--out {args.out} is a directory; give a file name")
+    if args.from_runs is not None:
+        _fit_from_runs(args)
+        return
+    if args.method is not None:
+        raise EvaluationError("--method goes with --from-runs; with --dataset give --signals")
+    if args.prior is None or args.signals is None:
+        raise EvaluationError("--dataset needs --prior and --signals")
     prior: Prior = args.prior
     signals = parse_signals(args.signals, prior)
     settings = EvalSettings(
@@ -114,8 +147,6 @@ def cmd_fit_fusion(args: argparse.Namespace) -> None:
     settings.validate()
     if args.n_boot < 0:
         raise EvaluationError(f"--n-boot must be >= 0, got {args.n_boot}")
-    if args.out.is_dir():
-        raise EvaluationError(f"--out {args.out} is a directory; give a file name")
     dataset = load_dataset(settings.dataset)
     tests = build_requests(
         dataset,
@@ -159,5 +190,29 @@ def cmd_fit_fusion(args: argparse.Namespace) -> None:
             if prior == "sasrec"
             else ")"
         )
+    )
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _fit_from_runs(args: argparse.Namespace) -> None:
+    """`--from-runs`: pool the runs' recorded validation signals of `--method` into one fit."""
+    if args.method is None:
+        raise EvaluationError("--from-runs needs --method, e.g. --method m3rec:local:fused")
+    if args.prior is not None or args.signals is not None:
+        raise EvaluationError(
+            "--from-runs fits the method's own signals (mar, overlap, text): drop --prior/--signals"
+        )
+    config, parts = fit_pooled_runs(args.from_runs, args.method)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    config.dump(args.out)
+    for part in parts:
+        print(
+            f"{part.run_dir}: {part.users} validation users of {part.dataset}"
+            f" ({part.left_out} left out: MAR did not score every candidate)"
+        )
+    print(
+        f"fusion config {config.version}: {describe_weights(config)};"
+        f" 95% CI of each weight (bootstrap over users): {describe_intervals(config)};"
+        f" weight 0 (interval contains 0): {', '.join(cast(list[str], config.fitted['dropped'])) or 'none'}"
     )
     print(f"wrote {args.out}", file=sys.stderr)

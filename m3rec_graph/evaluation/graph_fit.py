@@ -57,6 +57,7 @@ from m3rec_graph.fusion.config import Signal
 from m3rec_graph.fusion.fit import (
     DEFAULT_FIT,
     FitError,
+    FitGroup,
     fit_weights,
     fitted_config,
     supported_signals,
@@ -153,6 +154,65 @@ async def run_validation(
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def graph_fit_groups(
+    cases: Sequence[EvalCase],
+    lines: dict[str, dict[str, Any]],
+    *,
+    text: TfidfSimilarity,
+    prior: PriorScorer | None,
+) -> tuple[list[FitGroup], int]:
+    """The fit groups of the validation `cases` that have every graph signal in `lines`, and the number left out.
+
+    `lines` maps a user to its validation line (`validation_record`); `text` and the
+    prior are computed from the case's own dataset.
+    """
+    extra = case_signals(cases, text, prior)
+    used: list[EvalCase] = []
+    values: list[CaseSignals] = []
+    for case, more in zip(cases, extra, strict=True):
+        graph_signals = lines[case.user_id]["signals"]
+        if all(s in graph_signals for s in GRAPH_SIGNALS):
+            used.append(case)
+            values.append({**graph_signals, **more})
+    return fit_groups(used, values), len(cases) - len(used)
+
+
+def fit_selected_signals(
+    groups: Sequence[FitGroup],
+    names: Sequence[Signal],
+    *,
+    seed: int,
+    sampling: str,
+    metadata: dict[str, object],
+) -> FusionConfig:
+    """Fit `names` on `groups` under `SELECTION_RULE`, recording each weight's interval in the config.
+
+    Raises:
+        EvaluationError: The fit fails (e.g. no groups).
+    """
+    try:
+        intervals = weight_intervals(groups, names, seed=seed)
+        # A few dozen LLM-run users: a signal that varies in one of them can take a large
+        # weight whose sign the cases cannot tell. Only signals whose interval excludes 0
+        # keep a weight (refit without the others); if none does, the plain fit stands.
+        kept = supported_signals(intervals) or list(names)
+        result = fit_weights(groups, kept, DEFAULT_FIT)
+    except FitError as exc:
+        raise EvaluationError(f"fusion fit: {exc}") from None
+    result = replace(result, weights={s: result.weights.get(s, 0.0) for s in names})
+    return fitted_config(
+        result,
+        sampling=sampling,
+        metadata={
+            **metadata,
+            "users": len(groups),
+            "weight_ci95": {s: list(interval) for s, interval in intervals.items()},
+            "selection": SELECTION_RULE,
+            "dropped": [s for s in names if s not in kept],
+        },
+    )
+
+
 def fit_graph_signals(
     spec: MethodSpec,
     cases: Sequence[EvalCase],
@@ -168,44 +228,20 @@ def fit_graph_signals(
     Raises:
         EvaluationError: No case has every signal, or the fit fails.
     """
-    extra = case_signals(cases, text, prior)
+    groups, left_out = graph_fit_groups(cases, lines, text=text, prior=prior)
+    if not groups:
+        raise EvaluationError(f"{spec.key}: no validation case has a MAR score for every candidate")
     names: list[Signal] = [*GRAPH_SIGNALS, "text"]
     if prior is not None:
         names.append("prior")
-    used: list[EvalCase] = []
-    values: list[CaseSignals] = []
-    for case, more in zip(cases, extra, strict=True):
-        graph_signals = lines[case.user_id]["signals"]
-        if all(s in graph_signals for s in GRAPH_SIGNALS):
-            used.append(case)
-            values.append({**graph_signals, **more})
-    if not used:
-        raise EvaluationError(f"{spec.key}: no validation case has a MAR score for every candidate")
-    groups = fit_groups(used, values)
-    try:
-        intervals = weight_intervals(groups, names, seed=cast(int, metadata.get("seed", 0)))
-        # A few dozen LLM-run users: a signal that varies in one of them can take a large
-        # weight whose sign the cases cannot tell. Only signals whose interval excludes 0
-        # keep a weight (refit without the others); if none does, the plain fit stands.
-        kept = supported_signals(intervals) or names
-        result = fit_weights(groups, kept, DEFAULT_FIT)
-    except FitError as exc:
-        raise EvaluationError(f"fusion fit: {exc}") from None
-    dropped = [s for s in names if s not in kept]
-    result = replace(result, weights={s: result.weights.get(s, 0.0) for s in names})
-    config = fitted_config(
-        result,
+    config = fit_selected_signals(
+        groups,
+        names,
+        seed=cast(int, metadata.get("seed", 0)),
         sampling=sampling,
-        metadata={
-            **metadata,
-            "users": len(used),
-            "method_key": spec.key,
-            "weight_ci95": {s: list(interval) for s, interval in intervals.items()},
-            "selection": SELECTION_RULE,
-            "dropped": dropped,
-        },
+        metadata={**metadata, "method_key": spec.key},
     )
-    return config, len(cases) - len(used)
+    return config, left_out
 
 
 def fit_fused_graph_method(
