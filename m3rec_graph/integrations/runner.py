@@ -12,13 +12,19 @@ from langsmith.utils import tracing_is_enabled
 from m3rec_graph.context import M3RecContext
 from m3rec_graph.llm.routing import uses_local_server
 from m3rec_graph.local.server import local_server
+from m3rec_graph.stages.fuse import needs_motivations
 from m3rec_graph.state import M3RecGraph, RecOutput
 
 
 @contextmanager
 def serving(ctx: M3RecContext) -> Iterator[None]:
-    """Make sure the models `ctx` routes to are reachable: start (and later stop) the local server if needed."""
-    if uses_local_server(ctx):
+    """Make sure the models `ctx` routes to are reachable: start (and later stop) the local server if needed.
+
+    Not needed when no stage will call a model: the offline default's fusion weights
+    give `mar` and `overlap` weight 0, so MOPE, MOTE and MAR make no call and the
+    server would only cost its start-up.
+    """
+    if uses_local_server(ctx) and needs_motivations(ctx):
         with local_server():
             yield
     else:
