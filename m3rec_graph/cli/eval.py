@@ -169,6 +169,12 @@ def add_eval_parser(sub: SubParsers) -> None:
         " (an interrupted run's interim figures, paired on the same users)",
     )
     ev.add_argument(
+        "--allow-retired",
+        action="store_true",
+        help="let a method's model past its shutdown date run (e.g. the paper preset's"
+        " gpt-3.5-turbo), against an endpoint that still serves it",
+    )
+    ev.add_argument(
         "--allow-sampling-mismatch",
         action="store_true",
         help="use a --fusion config fit under another negative sampling than --sampling",
@@ -221,6 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         engine=engine,
         report_only=args.report_only,
         store=store,
+        allow_retired=args.allow_retired,
     )
     print(run.report)
     written = [REPORT_FILE, RESULTS_JSON, *run.plots]

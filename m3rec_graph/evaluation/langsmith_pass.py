@@ -55,7 +55,7 @@ def run_langsmith_pass(
     metadata: dict[str, Any] = {"method": spec.key, "slice": slice_.name}
     serve: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if spec.kind == "m3rec":
-        ctx = m3rec_context(spec, env.seed, env.prompt_overrides)
+        ctx = m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired)
         metadata.update(routing=spec.routing, ablation=spec.ablation, prompts=prompt_versions(ctx))
         serve = env.serve(ctx)
     with serve:

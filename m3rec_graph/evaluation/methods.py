@@ -83,6 +83,8 @@ class MethodEnv:
     allow_sampling_mismatch: bool = False
     fit_users: int | None = None
     """Validation users a fused graph method fits on (the first N of the run's users; None: all)."""
+    allow_retired: bool = False
+    """`--allow-retired`: let a model past its shutdown date run (an endpoint that still serves it)."""
     fitted_configs: dict[str, FusionConfig] = field(default_factory=dict)
     """Fused graph method -> the config fitted on the validation split in this process (fit once per run)."""
 
@@ -258,6 +260,8 @@ def m3rec_context(
     seed: int,
     prompt_overrides: Mapping[str, str] | None = None,
     fusion: FusionConfig | None = None,
+    *,
+    allow_retired: bool = False,
 ) -> M3RecContext:
     """The graph context of an m3rec method (its preset, ablation and, when fused, fusion config; the run's seed and prompt files).
 
@@ -273,6 +277,7 @@ def m3rec_context(
         ablation=spec.ablation,
         prompt_overrides=dict(prompt_overrides or {}),
         max_incremental_items=0,
+        allow_retired=allow_retired,
         **extra,
     )
 
@@ -365,13 +370,15 @@ def m3rec_scorer(
     prompt_overrides: Mapping[str, str] | None = None,
     fusion: FusionConfig | None = None,
     priors: Mapping[str, Sequence[float]] | None = None,
+    *,
+    allow_retired: bool = False,
 ) -> Scorer:
     """Score one case with the graph under the method's context, timing the user's own run.
 
     A fused method runs with `fusion` in its context and, when `priors` (user id ->
     candidate scores in shown order) are given, each candidate's `prior` in the request.
     """
-    ctx = m3rec_context(spec, seed, prompt_overrides, fusion)
+    ctx = m3rec_context(spec, seed, prompt_overrides, fusion, allow_retired=allow_retired)
     prompts = prompt_versions(ctx)
 
     async def score(case: EvalCase, config: RunnableConfig | None = None) -> dict[str, Any]:
@@ -428,7 +435,7 @@ def fused_graph_config(
         config = file_config(env, env.fusion_config)
     else:
         prior = method_prior(spec, env)
-        probe = m3rec_context(spec, env.seed, env.prompt_overrides, PROBE)
+        probe = m3rec_context(spec, env.seed, env.prompt_overrides, PROBE, allow_retired=env.allow_retired)
         with env.serve(probe):
             try:
                 config = fit_fused_graph_method(
@@ -476,7 +483,10 @@ def run_m3rec(
     priors = fused_priors(spec, env, todo)
     fusion = fused_graph_config(spec, env, lambda: graph)
     per_user = RunnableLambda(
-        m3rec_scorer(spec, slice_, graph, env.seed, env.prompt_overrides, fusion, priors),
+        m3rec_scorer(
+            spec, slice_, graph, env.seed, env.prompt_overrides, fusion, priors,
+            allow_retired=env.allow_retired,
+        ),
         name="m3rec_eval_user",
     )
 
@@ -498,7 +508,7 @@ def run_m3rec(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides)):
+    with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired)):
         try:
             asyncio.run(run_all())
         finally:

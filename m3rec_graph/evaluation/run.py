@@ -113,6 +113,7 @@ def run_evaluation(
     engine: EvalEngine | None = None,
     report_only: bool = False,
     store: str | None = None,
+    allow_retired: bool = False,
 ) -> EvalRun:
     """Score `methods` on the run's fixed cases (full history, and a cold-start slice), resuming from `out_dir`.
 
@@ -154,6 +155,9 @@ def run_evaluation(
             `sqlite:///PATH`, `postgresql://...`; None: `out_dir`'s store.sqlite). A
             cache shared across runs, so results do not depend on it (`run_store`);
             `store.json` records it, credentials redacted.
+        allow_retired: Let a method's model past its shutdown date run, against an
+            endpoint that still serves it (`M3RecContext.allow_retired`); without it
+            such a method is refused before any call (`ModelRetiredError`).
 
     Raises:
         EvaluationError: Bad settings or methods, a run directory that does not fit,
@@ -206,6 +210,7 @@ def run_evaluation(
             fusion_source=str(fusion) if fusion is not None else "",
             allow_sampling_mismatch=allow_sampling_mismatch,
             fit_users=fit_users,
+            allow_retired=allow_retired,
         )
         if report_only:
             return _interim_report(out_dir, cases, methods, slices, n_boot=n_boot, plots=plots)
@@ -292,7 +297,7 @@ def _score(
     settings = read_settings(env.out_dir)
     # Before anything runs: a method whose preset now routes to other models is refused.
     llm_methods = {
-        spec: resolved_models(m3rec_context(spec, env.seed, env.prompt_overrides))
+        spec: resolved_models(m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired))
         for spec in methods
         if spec.kind == "m3rec"
     }
@@ -352,6 +357,7 @@ def _score(
                             env.seed,
                             env.prompt_overrides,
                             fused_graph_config(spec, env, local_graph),
+                            allow_retired=env.allow_retired,
                         )
                         if graph is not None and spec.kind == "m3rec"
                         else ranker_scorer(spec, cast(Ranker, ranker), slice_)

@@ -152,9 +152,9 @@ class ShardedUsers:
     ) -> None:
         """Pre-pass MOTE over `todo`'s uncached items, then run its users, appending each line as its chunk returns."""
         env = self._env
-        ctx = m3rec_context(spec, env.seed, env.prompt_overrides, fusion)
+        ctx = m3rec_context(spec, env.seed, env.prompt_overrides, fusion, allow_retired=env.allow_retired)
         prompts = prompt_versions(ctx)
-        with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides)):
+        with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired)):
             engine = self.engine()
             shards = item_shards((c for case in todo for c in case.candidates), ctx, engine.workers)
             if any(shards):
