@@ -508,7 +508,8 @@ def run_m3rec(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired)):
+    # The method's own context: weights that leave every LLM stage out need no server.
+    with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides, fusion, allow_retired=env.allow_retired)):
         try:
             asyncio.run(run_all())
         finally:

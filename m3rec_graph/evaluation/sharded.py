@@ -154,7 +154,7 @@ class ShardedUsers:
         env = self._env
         ctx = m3rec_context(spec, env.seed, env.prompt_overrides, fusion, allow_retired=env.allow_retired)
         prompts = prompt_versions(ctx)
-        with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired)):
+        with env.serve(ctx):  # weights that leave every LLM stage out need no server
             engine = self.engine()
             shards = item_shards((c for case in todo for c in case.candidates), ctx, engine.workers)
             if any(shards):
