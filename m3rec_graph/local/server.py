@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,28 @@ def is_healthy(base_url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def _listening(base_url: str) -> bool:
+    """Return whether something accepts TCP connections at `base_url`'s host and port."""
+    parts = urlsplit(base_url)
+    if parts.hostname is None or parts.port is None:
+        return False
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _healthy_within(base_url: str, seconds: float) -> bool:
+    """Poll `/health` until it answers or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if is_healthy(base_url, timeout_s=min(5.0, max(0.1, deadline - time.monotonic()))):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     """How the local server runs. Defaults suit a 2-core machine (see docs/local-model.md)."""
@@ -47,6 +70,9 @@ class ServerSettings:
     llama.cpp's threads spin-wait, and with other jobs on both cores decoding fell
     from ~90 to under 3 tokens/s here."""
     startup_timeout_s: float = 60.0
+    busy_wait_s: float = 30.0
+    """How long to wait for `/health` from a process already listening on the port: a
+    server busy on both cores here left `/health` unanswered for 5 s at a time."""
 
 
 class LocalServer:
@@ -116,11 +142,24 @@ def start_server(
 def local_server(
     base_url: str | None = None, settings: ServerSettings | None = None
 ) -> Iterator[str]:
-    """Yield the URL of a healthy local server: reuse a running one, or start one and stop it after."""
+    """Yield the URL of a healthy local server: reuse a running one, or start one and stop it after.
+
+    Raises:
+        LocalServerError: Something listens on the port but does not answer `/health`
+            within `busy_wait_s` (starting a second server there would fail), or the
+            server could not start.
+    """
     url = base_url or local_base_url()
-    if is_healthy(url):
+    cfg = settings or ServerSettings()
+    if is_healthy(url) or (_listening(url) and _healthy_within(url, cfg.busy_wait_s)):
         yield url
         return
+    if _listening(url):
+        raise LocalServerError(
+            f"a process listens on {_root(url)} but did not answer /health within"
+            f" {cfg.busy_wait_s:.0f} s (a local server busy on every core?); wait for it,"
+            " or point M3REC_LOCAL_URL at another port"
+        )
     server = start_server(url, settings)
     try:
         yield url
