@@ -15,7 +15,6 @@ each), and its scale does not carry across datasets.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 from m3rec_graph.evaluation.datasets import load_dataset
 from m3rec_graph.evaluation.graph_fit import (
@@ -148,10 +147,7 @@ def fit_pooled_runs(run_dirs: Sequence[Path], method: str) -> tuple[FusionConfig
         "seed": parts[0].seed,
         "prior": "none",
         "method_key": spec.key,
-        "runs": [
-            cast(dict[str, Any], {"dataset": p.dataset, "users": p.users, "left_out": p.left_out})
-            for p in parts
-        ],
+        "runs": [{"dataset": p.dataset, "users": p.users, "left_out": p.left_out} for p in parts],
     }
     config = fit_selected_signals(
         groups, names, seed=parts[0].seed, sampling=samplings.pop(), metadata=metadata
