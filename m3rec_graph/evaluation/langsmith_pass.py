@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from m3rec_graph.evaluation.datasets import EvalCase
 from m3rec_graph.evaluation.langsmith_experiment import ExperimentSummary, arun_experiment
-from m3rec_graph.evaluation.methods import MethodEnv, Scorer, m3rec_context, prompt_versions
+from m3rec_graph.evaluation.methods import MethodEnv, Scorer, env_context, prompt_versions
 from m3rec_graph.evaluation.progress import ProgressBar
 from m3rec_graph.evaluation.settings import EvalSlice, MethodSpec
 from m3rec_graph.evaluation.store import ResultKey, append_result
@@ -55,7 +55,7 @@ def run_langsmith_pass(
     metadata: dict[str, Any] = {"method": spec.key, "slice": slice_.name}
     serve: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if spec.kind == "m3rec":
-        ctx = m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired)
+        ctx = env_context(spec, env)
         metadata.update(routing=spec.routing, ablation=spec.ablation, prompts=prompt_versions(ctx))
         serve = env.serve(ctx)
     with serve:

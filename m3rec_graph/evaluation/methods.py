@@ -282,6 +282,13 @@ def m3rec_context(
     )
 
 
+def env_context(spec: MethodSpec, env: MethodEnv, fusion: FusionConfig | None = None) -> M3RecContext:
+    """`m3rec_context` with the run's seed, prompt files and `--allow-retired` (`env`)."""
+    return m3rec_context(
+        spec, env.seed, env.prompt_overrides, fusion, allow_retired=env.allow_retired
+    )
+
+
 def with_priors(request: dict[str, Any], priors: Sequence[float] | None) -> dict[str, Any]:
     """`request` with each candidate's `prior` set (in shown order), or unchanged without priors."""
     if priors is None:
@@ -435,7 +442,7 @@ def fused_graph_config(
         config = file_config(env, env.fusion_config)
     else:
         prior = method_prior(spec, env)
-        probe = m3rec_context(spec, env.seed, env.prompt_overrides, PROBE, allow_retired=env.allow_retired)
+        probe = env_context(spec, env, PROBE)
         with env.serve(probe):
             try:
                 config = fit_fused_graph_method(
@@ -509,7 +516,7 @@ def run_m3rec(
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # The method's own context: weights that leave every LLM stage out need no server.
-    with env.serve(m3rec_context(spec, env.seed, env.prompt_overrides, fusion, allow_retired=env.allow_retired)):
+    with env.serve(env_context(spec, env, fusion)):
         try:
             asyncio.run(run_all())
         finally:

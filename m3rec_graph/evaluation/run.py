@@ -27,9 +27,9 @@ from m3rec_graph.evaluation.langsmith_pass import run_langsmith_pass
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
     Serving,
+    env_context,
     fused_graph_config,
     fused_priors,
-    m3rec_context,
     m3rec_graph_for,
     m3rec_scorer,
     make_ranker,
@@ -297,7 +297,7 @@ def _score(
     settings = read_settings(env.out_dir)
     # Before anything runs: a method whose preset now routes to other models is refused.
     llm_methods = {
-        spec: resolved_models(m3rec_context(spec, env.seed, env.prompt_overrides, allow_retired=env.allow_retired))
+        spec: resolved_models(env_context(spec, env))
         for spec in methods
         if spec.kind == "m3rec"
     }

@@ -37,7 +37,7 @@ from pydantic import TypeAdapter
 from m3rec_graph.evaluation.datasets import EvalCase, load_dataset
 from m3rec_graph.evaluation.methods import (
     MethodEnv,
-    m3rec_context,
+    env_context,
     m3rec_record,
     prompt_versions,
     with_priors,
@@ -152,7 +152,7 @@ class ShardedUsers:
     ) -> None:
         """Pre-pass MOTE over `todo`'s uncached items, then run its users, appending each line as its chunk returns."""
         env = self._env
-        ctx = m3rec_context(spec, env.seed, env.prompt_overrides, fusion, allow_retired=env.allow_retired)
+        ctx = env_context(spec, env, fusion)
         prompts = prompt_versions(ctx)
         with env.serve(ctx):  # weights that leave every LLM stage out need no server
             engine = self.engine()
