@@ -20,14 +20,13 @@ runs, e.g. one per dataset, into one fit, without another LLM call:
 import argparse
 import sys
 from pathlib import Path
-from typing import cast
 
 from m3rec_graph.cli.eval import resolve_dataset
 from m3rec_graph.cli.parsing import SubParsers, add_command
 from m3rec_graph.evaluation import EvalSettings, EvaluationError
 from m3rec_graph.evaluation.datasets import NEGATIVE_SAMPLING, build_requests, load_dataset
 from m3rec_graph.evaluation.fusion_method import describe_weights, fit_on_validation, print_fit
-from m3rec_graph.evaluation.graph_fit import describe_intervals
+from m3rec_graph.evaluation.graph_fit import describe_fit
 from m3rec_graph.evaluation.pooled_fit import fit_pooled_runs
 from m3rec_graph.evaluation.priors import prior_scorer
 from m3rec_graph.evaluation.settings import PRIORS, Prior
@@ -210,9 +209,5 @@ def _fit_from_runs(args: argparse.Namespace) -> None:
             f"{part.run_dir}: {part.users} validation users of {part.dataset}"
             f" ({part.left_out} left out: MAR did not score every candidate)"
         )
-    print(
-        f"fusion config {config.version}: {describe_weights(config)};"
-        f" 95% CI of each weight (bootstrap over users): {describe_intervals(config)};"
-        f" weight 0 (interval contains 0): {', '.join(cast(list[str], config.fitted['dropped'])) or 'none'}"
-    )
+    print(f"fusion config {config.version}: {describe_fit(config)}")
     print(f"wrote {args.out}", file=sys.stderr)

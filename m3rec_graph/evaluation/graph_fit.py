@@ -122,6 +122,15 @@ def describe_intervals(config: FusionConfig) -> str:
     return ", ".join(f"{s} [{lo:+.3f}, {hi:+.3f}]" for s, (lo, hi) in intervals.items())
 
 
+def describe_fit(config: FusionConfig) -> str:
+    """A graph fit's weights, each weight's interval and the signals it dropped, on one line."""
+    dropped = ", ".join(cast(list[str], config.fitted["dropped"])) or "none"
+    return (
+        f"{describe_weights(config)}; 95% CI of each weight (bootstrap over users):"
+        f" {describe_intervals(config)}; weight 0 (interval contains 0): {dropped}"
+    )
+
+
 async def run_validation(
     graph: M3RecGraph,
     context: M3RecContext,
@@ -303,8 +312,7 @@ def fit_fused_graph_method(
     print(
         f"{spec.key}: fitted on {len(cases) - left_out} validation users"
         f" ({left_out} left out: MAR did not score every candidate; validation LLM cost {spent}):"
-        f" {describe_weights(config)}; 95% CI of each weight (bootstrap over users): {describe_intervals(config)}"
-        f"; weight 0 (interval contains 0): {', '.join(cast(list[str], config.fitted['dropped'])) or 'none'}",
+        f" {describe_fit(config)}",
         file=stream,
         flush=True,
     )
